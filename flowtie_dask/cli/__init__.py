@@ -1,0 +1,1 @@
+"""The ``flowtie-dask`` command line: parses arguments and calls public library functions."""

@@ -1,0 +1,53 @@
+"""Command-line options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be ≥ 1")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be > 0")
+    return v
+
+
+def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "all cores") -> None:
+    """--workers/--threads/--gpus/--scheduler/--scheduler-file/--dashboard/--no-progress."""
+    g = p.add_argument_group("execution (Dask)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help=f"worker processes of a local CPU cluster (default: {default_workers}); "
+                        "0 runs in this process with threads and no dashboard")
+    g.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per worker (default: 1)")
+    g.add_argument("--gpus", type=positive_int, default=0, metavar="N",
+                   help="one worker per GPU through dask-cuda (needs the [gpu] extra)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="join a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    g.add_argument("--scheduler-file", default=None, metavar="FILE",
+                   help="join the scheduler described by this file (dask-mpi, dask-jobqueue, SLURM)")
+    g.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT",
+                   help="dashboard address of a local cluster (default: 127.0.0.1:8787, loopback only)")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="interface local workers and scheduler bind to (default: loopback)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cluster_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`flowtie_dask.cluster.cluster_client` from parsed options."""
+    return dict(workers=args.workers, threads=args.threads, gpus=args.gpus, scheduler=args.scheduler,
+                scheduler_file=args.scheduler_file, host=args.host, dashboard=args.dashboard)

@@ -1,0 +1,109 @@
+"""``flowtie-dask simulate MATERIAL --out PATH``: simulate a 4D-STEM defocus series into a scan store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..cluster import cluster_client
+from ..simulate.series import SimulationParameters, simulate_to_store
+from ..store import open_scan_store
+from .options import add_cluster_options, cluster_kwargs, positive_float, positive_int
+
+
+def add_parser(sub) -> None:
+    """Register the ``simulate`` sub-command."""
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a 4D-STEM defocus series of a crystal into a scan store",
+        description=(
+            "Multislice simulation of a 4D-STEM defocus series (Δf = −Δz, 0, +Δz; Δf = −C10, positive = "
+            "underfocus) of a periodic crystal supercell, written as a Zarr scan store with the ground-truth "
+            "projected phase. The scan covers the supercell once, so the data are periodic over the scan."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("material", metavar="MATERIAL",
+                   help="GaAs, SrTiO3, random-cubic (seeded by --seed), or a structure file ase reads (CIF, POSCAR …) "
+                        "with an orthogonal cell, beam along z")
+    p.add_argument("--out", required=True, metavar="PATH", help="output scan store folder (*.zarr)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    s = p.add_argument_group("specimen")
+    s.add_argument("--lateral-cells", type=positive_int, nargs="+", default=[2], metavar="N",
+                   help="unit cells along x and y (one value for both)")
+    t = s.add_mutually_exclusive_group()
+    t.add_argument("--thickness-cells", type=positive_int, default=None, metavar="N",
+                   help="thickness in unit cells along the beam (default: 1)")
+    t.add_argument("--thickness", type=positive_float, default=None, metavar="Å", help="thickness in Å")
+    s.add_argument("--slice-thickness", type=positive_float, default=1.5, metavar="Å",
+                   help="largest multislice slice thickness")
+    s.add_argument("--frozen-phonons", type=positive_int, default=1, metavar="N",
+                   help="frozen-phonon configurations averaged (1 = static lattice)")
+    s.add_argument("--phonon-sigma", type=float, default=0.08, metavar="Å", help="RMS thermal displacement per axis")
+    o = p.add_argument_group("optics")
+    o.add_argument("--energy", type=positive_float, default=300e3, metavar="EV", help="beam energy in eV")
+    o.add_argument("--semiangle", type=positive_float, default=20.0, metavar="MRAD", help="convergence semi-angle")
+    o.add_argument("--defocus-step", type=positive_float, default=20.0, metavar="Å",
+                   help="Δz of the series Δf = −Δz, 0, +Δz")
+    o.add_argument("--cs", type=float, default=0.0, metavar="Å", help="spherical aberration C30 (1 mm = 1e7 Å)")
+    o.add_argument("--aperture-edge", type=float, default=0.0, metavar="MRAD", help="soft aperture edge width")
+    d = p.add_argument_group("sampling")
+    d.add_argument("--scan-pixels", type=positive_int, nargs="+", default=[64], metavar="N",
+                   help="scan positions along x and y over the supercell (one value for both)")
+    d.add_argument("--detector-pixels", type=positive_int, nargs="+", default=[64], metavar="N",
+                   help="detector pixels (centred crop of the simulation grid)")
+    d.add_argument("--gpts", type=positive_int, nargs="+", default=None, metavar="N",
+                   help="simulation grid over the supercell (default: the detector pixels)")
+    d.add_argument("--chunk", type=positive_int, nargs="+", default=None, metavar="N",
+                   help="scan positions per store chunk and Dask task (default: ~8 MiB chunks)")
+    n = p.add_argument_group("noise and truth")
+    n.add_argument("--dose", type=positive_float, default=None, metavar="E_PER_A2",
+                   help="electron dose in e/Å² for Poisson noise (default: noise-free)")
+    n.add_argument("--seed", type=int, default=0, help="seed of random-cubic, phonons and noise")
+    n.add_argument("--probe-frame", action="store_true",
+                   help="also store the probe-frame phase at focus (training truth; as large as one scan)")
+    add_cluster_options(p, default_workers="0 = in-process threads")
+    p.set_defaults(run=run)
+
+
+def _pair(values):
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"give one or two values, got {values}")
+    return (values[0], values[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate and write the store, then print its summary."""
+    params = SimulationParameters(
+        material=args.material,
+        lateral_cells=_pair(args.lateral_cells),
+        thickness_cells=args.thickness_cells if args.thickness is not None or args.thickness_cells else 1,
+        thickness=args.thickness,
+        energy=args.energy,
+        semiangle=args.semiangle,
+        defocus_step=args.defocus_step,
+        cs=args.cs,
+        aperture_edge=args.aperture_edge,
+        detector_pixels=_pair(args.detector_pixels),
+        gpts=_pair(args.gpts),
+        scan_pixels=_pair(args.scan_pixels),
+        slice_thickness=args.slice_thickness,
+        dose=args.dose,
+        frozen_phonons=args.frozen_phonons,
+        phonon_sigma=args.phonon_sigma,
+        seed=args.seed,
+        probe_frame=args.probe_frame,
+        device="gpu" if args.gpus else "cpu",
+    )
+    workers = 0 if args.workers is None else args.workers
+    start = time.perf_counter()
+    with cluster_client(**{**cluster_kwargs(args), "workers": workers},
+                        announce=lambda s: print(s, file=sys.stderr)) as client:
+        path = simulate_to_store(params, args.out, chunks=_pair(args.chunk), client=client,
+                                 progress=not args.no_progress, overwrite=args.overwrite)
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(open_scan_store(path).describe())
+    return 0

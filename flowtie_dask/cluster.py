@@ -1,0 +1,160 @@
+"""Where Dask work runs: in-process threads, a local CPU cluster, one worker per GPU, or an
+existing scheduler. Everything binds to loopback unless a host is given.
+
+This module only configures execution; it knows nothing about the physics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, Iterator
+
+__all__ = ["ClusterError", "cluster_client", "compute"]
+
+
+class ClusterError(RuntimeError):
+    """A cluster could not be started or joined (one-line message)."""
+
+
+def _local_cpu(workers: int, threads: int, host: str, dashboard: str | None):
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        host=host,
+        dashboard_address=dashboard,
+        memory_limit="auto",
+    )
+
+
+def _local_gpu(gpus: int, host: str, dashboard: str | None):
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise ClusterError("--gpus needs dask-cuda and CuPy: pip install 'flowtie-dask[gpu]'") from None
+    visible = ",".join(str(i) for i in range(gpus))
+    try:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, host=host, dashboard_address=dashboard)
+    except Exception as exc:  # pynvml.NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, CUDA errors
+        name = type(exc).__name__
+        if "NVML" in name or "CUDA" in name.upper() or "nvml" in str(exc).lower():
+            raise ClusterError(f"no GPU found ({name}); run without --gpus to use the CPU") from None
+        raise ClusterError(f"could not start a GPU cluster: {exc}") from None
+
+
+@contextlib.contextmanager
+def cluster_client(
+    *,
+    workers: int | None = None,
+    threads: int = 1,
+    gpus: int = 0,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    host: str = "127.0.0.1",
+    dashboard: str | None = "127.0.0.1:8787",
+    announce=print,
+) -> Iterator[Any]:
+    """Start or join a Dask cluster for the duration of a ``with`` block.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes of a local CPU cluster (default: the number of cores). ``0`` runs in
+        this process on Dask's threaded scheduler (no dashboard) and yields None.
+    threads : int
+        Threads per worker process.
+    gpus : int
+        When > 0, one worker per GPU through ``dask_cuda.LocalCUDACluster``.
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``) to join instead.
+    scheduler_file : str, optional
+        Scheduler file written by ``dask scheduler --scheduler-file`` / dask-mpi / dask-jobqueue.
+    host : str
+        Interface to bind local clusters to (loopback by default).
+    dashboard : str or None
+        Dashboard address of a local cluster; None disables it.
+    announce : callable
+        Receives one line with the dashboard link (default ``print``).
+
+    Yields
+    ------
+    distributed.Client or None
+    """
+    if sum(bool(x) for x in (gpus, scheduler, scheduler_file)) > 1:
+        raise ClusterError("give only one of --gpus, --scheduler and --scheduler-file")
+    if gpus and gpus < 0:
+        raise ClusterError(f"--gpus must be positive, got {gpus}")
+    if scheduler is None and scheduler_file is None and not gpus and workers == 0:
+        yield None
+        return
+    from distributed import Client
+
+    cluster = None
+    try:
+        if scheduler_file is not None:
+            if not os.path.exists(scheduler_file):
+                raise ClusterError(f"scheduler file {scheduler_file!r} does not exist")
+            client = Client(scheduler_file=scheduler_file, timeout="20s")
+        elif scheduler is not None:
+            client = Client(scheduler, timeout="20s")
+        elif gpus:
+            cluster = _local_gpu(gpus, host, dashboard)
+            client = Client(cluster)
+        else:
+            n = workers if workers is not None else (os.cpu_count() or 1)
+            if n < 0 or threads < 1:
+                raise ClusterError(f"--workers must be ≥ 0 and --threads ≥ 1, got {workers} and {threads}")
+            cluster = _local_cpu(n, threads, host, dashboard)
+            client = Client(cluster)
+    except ClusterError:
+        raise
+    except OSError as exc:
+        raise ClusterError(f"could not reach the Dask scheduler: {exc}") from None
+    try:
+        if announce is not None and dashboard is not None:
+            link = getattr(client, "dashboard_link", None)
+            if link:
+                announce(f"Dask dashboard: {link}")
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def compute(*collections: Any, client: Any = None, progress: bool = True, label: str = "") -> tuple:
+    """Compute Dask collections with a progress bar on the terminal.
+
+    Parameters
+    ----------
+    *collections : dask collections or Delayed
+    client : distributed.Client or None
+        None runs on the in-process threaded scheduler.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    tuple
+        The computed results, in order.
+    """
+    import dask
+
+    if client is None:
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(*collections)
+        return dask.compute(*collections)
+    futures = client.compute(list(collections))
+    if progress:
+        from distributed import progress as dprogress
+
+        dprogress(futures, notebook=False)
+        print(file=sys.stderr)
+    return tuple(client.gather(futures))
