@@ -1,0 +1,103 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flowtie_dask.cli.main import build_parser, main
+from flowtie_dask.store import open_scan_store
+
+SMALL = ["--lateral-cells", "1", "--scan-pixels", "6", "--detector-pixels", "16", "--gpts", "24", "--no-progress",
+         "--workers", "0"]
+
+
+def _help(capsys, *cmd):
+    with pytest.raises(SystemExit) as exit_:
+        main([*cmd, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_simulate_help_names_every_option(capsys):
+    text = _help(capsys, "simulate")
+    for opt in ["--out", "--lateral-cells", "--thickness-cells", "--thickness", "--energy", "--semiangle",
+                "--defocus-step", "--detector-pixels", "--scan-pixels", "--slice-thickness", "--dose", "--seed",
+                "--workers", "--threads", "--gpus", "--scheduler", "--scheduler-file", "--probe-frame",
+                "--frozen-phonons", "--overwrite", "random-cubic"]:
+        assert opt in text, opt
+    assert "positive = underfocus" in text
+
+
+def test_info_help(capsys):
+    assert "PATH" in _help(capsys, "info")
+
+
+def test_every_option_has_help_text():
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_simulate_then_info(tmp_path, capsys):
+    out = tmp_path / "g.zarr"
+    assert main(["simulate", "GaAs", "--out", str(out), "--thickness", "4.0", "--dose", "1e4", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "scan store" in printed
+    store = open_scan_store(out)
+    assert store.intensity.shape == (3, 6, 6, 16, 16)
+    assert store.metadata.provenance["thickness_A"] == 4.0
+    assert store.metadata.provenance["dose_e_per_A2"] == 1e4
+    assert np.all(store.intensity[:] >= 0)
+    assert main(["info", str(out)]) == 0
+    assert "(3, 6, 6, 16, 16)" in capsys.readouterr().out
+
+
+def test_random_cubic_with_probe_frame(tmp_path):
+    out = tmp_path / "r.zarr"
+    assert main(["simulate", "random-cubic", "--seed", "5", "--probe-frame", "--out", str(out), *SMALL]) == 0
+    store = open_scan_store(out)
+    assert store.truth["probe_frame_phase"].shape == (6, 6, 16, 16)
+    assert store.metadata.provenance["material"] != "GaAs"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["simulate", "Kryptonite", "--out", "{tmp}/k.zarr"], "unknown material 'Kryptonite'"),
+        (["simulate", "GaAs", "--out", "{tmp}/g.zarr", "--detector-pixels", "32", "--gpts", "16"], "simulation grid"),
+        (["simulate", "GaAs", "--out", "{tmp}/missing/g.zarr"], "does not exist"),
+        (["info", "{tmp}/nothing.zarr"], "does not exist"),
+        (["simulate", "GaAs", "--out", "{tmp}/g.zarr", "--scheduler-file", "{tmp}/none.json"], "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    if args[0] == "simulate":
+        args += ["--no-progress", "--lateral-cells", "1", "--scan-pixels", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("flowtie-dask ")
+    assert not any(p.name.endswith(".zarr") for p in tmp_path.iterdir())
+
+
+def test_argparse_rejects_nonpositive_numbers(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "GaAs", "--out", "x.zarr", "--energy", "-3"])
+    assert exit_.value.code == 2
+    assert "must be > 0" in capsys.readouterr().err
+
+
+def test_existing_output_is_not_replaced(tmp_path, capsys):
+    out = tmp_path / "g.zarr"
+    assert main(["simulate", "GaAs", "--out", str(out), *SMALL]) == 0
+    before = open_scan_store(out).intensity[:]
+    assert main(["simulate", "GaAs", "--out", str(out), "--energy", "200000", *SMALL]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    np.testing.assert_array_equal(open_scan_store(out).intensity[:], before)
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "flowtie_dask.cli.main", "info", "/nonexistent.zarr"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist" in r.stderr
