@@ -7,6 +7,7 @@ from flowtie_dask.simulate.crystals import build_crystal
 from flowtie_dask.simulate.series import SimulationParameters, plan_simulation, simulate_block, simulate_series
 from flowtie_dask.simulate.series import simulate_to_store
 from flowtie_dask.store import open_scan_store
+from tests.conftest import requires_gpu
 
 SMALL = dict(material="GaAs", lateral_cells=1, scan_pixels=12, detector_pixels=24, gpts=32)
 
@@ -114,3 +115,12 @@ def test_a_failed_simulation_leaves_nothing(tmp_path, monkeypatch):
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SimulationParameters(**{**SMALL, **kwargs})
+
+
+@requires_gpu
+def test_gpu_block_equals_cpu_block(whole):
+    plan = plan_simulation(SimulationParameters(**SMALL, probe_frame=True, device="gpu"))
+    inten, phase = simulate_block(plan, slice(0, 12), slice(0, 12))
+    assert isinstance(inten, np.ndarray)
+    np.testing.assert_allclose(inten, whole[0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(np.angle(np.exp(1j * (phase - whole[1]))), 0, atol=1e-3)
