@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import info, simulate
+from . import export, import_, info, simulate
 
-COMMANDS = (simulate, info)
+COMMANDS = (simulate, import_, export, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,7 +71,8 @@ class Aberrations:
         return {k: float(v) for k, v in asdict(self).items()}
 
 
-def spatial_frequencies(shape: tuple[int, int], sampling: tuple[float, float], xp: ModuleType = np):
+def spatial_frequencies(shape: tuple[int, int], sampling: tuple[float, float], xp: ModuleType = np,
+                        offset: tuple[float, float] = (0.0, 0.0)):
     """Frequency grids of a real-space grid, unshifted (FFT order).
 
     Parameters
@@ -82,14 +83,17 @@ def spatial_frequencies(shape: tuple[int, int], sampling: tuple[float, float], x
         Pixel size in Å.
     xp : module
         ``numpy`` or ``cupy``.
+    offset : (float, float)
+        Added to every frequency, in 1/Å (a detector whose zero frequency sits off its nominal
+        centre pixel: q_true = fftfreq + offset).
 
     Returns
     -------
     kx, ky : ndarray, shape (Nx, 1) and (1, Ny)
         Frequencies in 1/Å (no 2π), broadcastable to (Nx, Ny), float64.
     """
-    kx = xp.fft.fftfreq(int(shape[0]), d=float(sampling[0]))[:, None]
-    ky = xp.fft.fftfreq(int(shape[1]), d=float(sampling[1]))[None, :]
+    kx = xp.fft.fftfreq(int(shape[0]), d=float(sampling[0]))[:, None] + float(offset[0])
+    ky = xp.fft.fftfreq(int(shape[1]), d=float(sampling[1]))[None, :] + float(offset[1])
     return kx, ky
 
 
@@ -122,6 +126,7 @@ def aperture(
     semiangle: float,
     edge: float = 0.0,
     xp: ModuleType = np,
+    offset: tuple[float, float] = (0.0, 0.0),
 ):
     """Condenser aperture A(k) in FFT order.
 
@@ -142,7 +147,7 @@ def aperture(
     if not semiangle > 0:
         raise ValueError(f"semiangle must be positive (mrad), got {semiangle!r}")
     lam = wavelength(energy)
-    kx, ky = spatial_frequencies(shape, sampling, xp)
+    kx, ky = spatial_frequencies(shape, sampling, xp, offset)
     alpha = xp.sqrt(kx**2 + ky**2) * lam * 1e3  # mrad
     if edge > 0:
         return xp.clip((semiangle - alpha) / edge + 0.5, 0.0, 1.0)
@@ -156,8 +161,9 @@ def aberration_phase(
     energy: float,
     aberrations: Aberrations,
     xp: ModuleType = np,
+    offset: tuple[float, float] = (0.0, 0.0),
 ):
-    """Aberration phase χ(k) in rad, FFT order.
+    """Aberration phase χ(k) in rad, FFT order (``offset`` as in :func:`spatial_frequencies`).
 
     Returns
     -------
@@ -165,7 +171,7 @@ def aberration_phase(
         χ = πλ(C10 + C12 cos 2(φ−φ12))|k|² + (π/2) C30 λ³ |k|⁴.
     """
     lam = wavelength(energy)
-    kx, ky = spatial_frequencies(shape, sampling, xp)
+    kx, ky = spatial_frequencies(shape, sampling, xp, offset)
     k2 = kx**2 + ky**2
     phi = xp.arctan2(ky, kx)
     a = aberrations
@@ -182,6 +188,7 @@ def probe_fourier(
     aberrations: Aberrations = Aberrations(),
     edge: float = 0.0,
     xp: ModuleType = np,
+    offset: tuple[float, float] = (0.0, 0.0),
 ):
     """Probe in reciprocal space, P̃(k) = A(k)·exp(−iχ(k)), normalised so Σ_r |P(r)|² = 1.
 
@@ -197,14 +204,16 @@ def probe_fourier(
         C10 etc. in Å (C10 = −Δf).
     edge : float
         Soft aperture edge width in mrad.
+    offset : (float, float)
+        Frequency offset in 1/Å (see :func:`spatial_frequencies`), for off-centre detectors.
 
     Returns
     -------
     ndarray, shape (Nx, Ny), complex128
         FFT order; Σ_k |P̃|² = Nx·Ny so that P = ifft2(P̃) has unit norm.
     """
-    amp = aperture(shape, sampling, energy=energy, semiangle=semiangle, edge=edge, xp=xp)
-    chi = aberration_phase(shape, sampling, energy=energy, aberrations=aberrations, xp=xp)
+    amp = aperture(shape, sampling, energy=energy, semiangle=semiangle, edge=edge, xp=xp, offset=offset)
+    chi = aberration_phase(shape, sampling, energy=energy, aberrations=aberrations, xp=xp, offset=offset)
     p = amp * xp.exp(-1j * chi)
     n = shape[0] * shape[1]
     return p * math.sqrt(n / float((xp.abs(p) ** 2).sum()))

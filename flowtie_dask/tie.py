@@ -1,0 +1,313 @@
+"""Transport-of-intensity kernels over the scan coordinates, one detector pixel at a time (DESIGN §3).
+
+For each detector pixel q, I(q, r̂) over the scan is an image that the probe defocus propagates.
+In the probe frame Ψ(q, r̂) = E(q, r̂)·exp(+2πi q·r̂), φ = arg Ψ, the continuity equation reads
+
+    ∂I/∂C10 = −(λ/2π) ∇·(I ∇φ) + λ q·∇I.
+
+Arrays are (Rx, Ry, Qx, Qy) with the scan axes first; q is the true scattering vector of each
+detector pixel (see :mod:`flowtie_dask.geometry`). Kernels run on NumPy or CuPy and never import
+dask or zarr.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .backend import get_array_module, get_fft_module
+
+__all__ = [
+    "defocus_derivative",
+    "tie_phase",
+    "mirror_extend",
+    "forward_differences",
+    "smooth_gradient",
+    "wrap_gradient",
+    "integrate_gradient",
+]
+
+
+def defocus_derivative(intensity: Any, c10: tuple[float, float, float]):
+    """Central finite difference ∂I/∂C10 and the in-focus intensity of a defocus series.
+
+    Parameters
+    ----------
+    intensity : ndarray, shape (3, ...)
+        The three scans in the order of ``c10``.
+    c10 : tuple of 3 floats
+        C10 of each scan in Å (C10 = −Δf).
+
+    Returns
+    -------
+    didz : ndarray, shape (...)
+        (I(C10_max) − I(C10_min)) / (C10_max − C10_min), per Å.
+    i0 : ndarray, shape (...)
+        The scan with the middle C10 (the focus).
+    """
+    order = np.argsort(np.asarray(c10, dtype=float))
+    lo, mid, hi = (int(i) for i in order)
+    span = float(c10[hi]) - float(c10[lo])
+    if not span > 0:
+        raise ValueError(f"the defocus values {c10} must differ")
+    return (intensity[hi] - intensity[lo]) / span, intensity[mid]
+
+
+def _k(n: int, step: float, xp):
+    return xp.fft.fftfreq(n, d=step)
+
+
+def mirror_extend(x: Any, *, axes: tuple[int, int] = (0, 1), flip_axes: tuple[Any, Any] = (None, None)):
+    """Even (mirror) extension of scan axes to twice their length.
+
+    Parameters
+    ----------
+    x : ndarray, shape (Rx, Ry, ...)
+    axes : (int, int)
+        Scan axes.
+    flip_axes : (index array or None, index array or None)
+        For each scan axis, a permutation of a detector axis applied to the mirrored copy
+        (``q → −q`` along that scan direction: a mirrored scan sees a mirrored detector). The
+        permutation acts on axis 2 for scan axis 0 and on axis 3 for scan axis 1.
+
+    Returns
+    -------
+    ndarray, shape (2Rx, 2Ry, ...)
+    """
+    xp = get_array_module(x)
+    for ax, perm in zip(axes, flip_axes):
+        mirrored = xp.flip(x, axis=ax)
+        if perm is not None:
+            mirrored = xp.take(mirrored, perm, axis=ax + 2)
+        x = xp.concatenate([x, mirrored], axis=ax)
+    return x
+
+
+def _flip_index(n: int, center: float):
+    """Detector pixel j ↦ the pixel at −q: round(2c − j) modulo n."""
+    return np.mod(np.rint(2 * center - np.arange(n)).astype(int), n)
+
+
+def tie_phase(
+    didz: Any,
+    i0: Any,
+    *,
+    qx: Any,
+    qy: Any,
+    wavelength: float,
+    step: tuple[float, float],
+    boundary: str = "periodic",
+    center: tuple[float, float] | None = None,
+    reference: Any = None,
+    eps: float = 1e-3,
+    batch: int = 1024,
+):
+    """Classical TIE (thin-specimen Poisson form) per detector pixel, in the probe frame.
+
+    Solves ∇²φ = −(2π/(λ Ī(q)))·(∂I/∂C10 − λ q·∇I) over the scan by FFT, Ī(q) = scan mean of I₀,
+    with the per-q mean of φ set to ``reference`` (0 when None).
+
+    Parameters
+    ----------
+    didz : ndarray, shape (Rx, Ry, Qx, Qy)
+        ∂I/∂C10 in 1/Å (unit-sum patterns).
+    i0 : ndarray, shape (Rx, Ry, Qx, Qy)
+        In-focus intensity.
+    qx, qy : ndarray, shape (Qx,), (Qy,)
+        True scattering vector of each detector pixel, 1/Å.
+    wavelength : float
+        Å.
+    step : (sx, sy)
+        Scan step in Å.
+    boundary : {"periodic", "mirror"}
+        "periodic" for scans over whole periods; "mirror" for tiles and other non-periodic scans:
+        the scan is mirrored together with the detector (q → −q), which keeps the tilt term right.
+    center : (cx, cy), optional
+        Detector pixel of q = 0 (needed for "mirror"; default the pixel nearest q = 0).
+    reference : ndarray, shape (Qx, Qy), optional
+        Per-q mean phase (e.g. the probe's phase arg P̃(q)), rad.
+    eps : float
+        Ī is clipped below at ``eps``·max Ī (dark-field regularisation).
+    batch : int
+        Detector pixels solved at once (bounds memory to ~6·batch·Rx·Ry·16 bytes in mirror mode).
+
+    Returns
+    -------
+    ndarray, shape (Rx, Ry, Qx, Qy), float64
+        Probe-frame phase φ(q, r̂) in rad.
+    """
+    xp = get_array_module(i0)
+    fft = get_fft_module(xp)
+    if boundary not in ("periodic", "mirror"):
+        raise ValueError(f"boundary must be 'periodic' or 'mirror', got {boundary!r}")
+    rx, ry, nqx, nqy = i0.shape
+    qx = xp.asarray(qx, dtype=xp.float64)
+    qy = xp.asarray(qy, dtype=xp.float64)
+    if center is None:
+        center = (float(np.argmin(np.abs(np.asarray(qx if xp is np else qx.get())))),
+                  float(np.argmin(np.abs(np.asarray(qy if xp is np else qy.get())))))
+    if boundary == "mirror":
+        fx, fy = _flip_index(nqx, center[0]), _flip_index(nqy, center[1])
+        didz = mirror_extend(didz, flip_axes=(fx, fy))
+        i0 = mirror_extend(i0, flip_axes=(fx, fy))
+    mx, my = didz.shape[:2]
+    real = xp.float32 if didz.dtype == xp.float32 else xp.float64
+    kx = _k(mx, step[0], xp)[:, None, None]
+    ky = xp.fft.rfftfreq(my, d=step[1])[None, :, None]
+    k2 = kx**2 + ky**2
+    k2[0, 0, 0] = 1.0
+    ibar = i0.mean(axis=(0, 1))
+    ibar = xp.maximum(ibar, eps * float(ibar.max()))
+    qxf = xp.broadcast_to(qx[:, None], (nqx, nqy)).reshape(-1)
+    qyf = xp.broadcast_to(qy[None, :], (nqx, nqy)).reshape(-1)
+    d_flat = didz.reshape(mx, my, -1)
+    i_flat = i0.reshape(mx, my, -1)
+    ib_flat = ibar.reshape(-1)
+    out = xp.empty((rx, ry, nqx * nqy), dtype=real)
+    for s in range(0, nqx * nqy, batch):
+        sl = slice(s, s + batch)
+        # real data: half spectra (rfft) over the scan axes
+        d_hat = fft.rfft2(d_flat[:, :, sl].astype(real), axes=(0, 1))
+        i_hat = fft.rfft2(i_flat[:, :, sl].astype(real), axes=(0, 1))
+        # φ̃ = −(2π/(λĪ))·(D̃ − λ·2πi q·K Ĩ) / (−4π²|K|²)
+        scale = (1.0 / (2 * math.pi * wavelength * ib_flat[sl])) / k2
+        tilt = (2j * math.pi * wavelength) * (qxf[sl] * kx + qyf[sl] * ky)
+        phi_hat = (d_hat - tilt * i_hat) * scale
+        phi_hat[0, 0, :] = 0.0
+        out[:, :, sl] = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))[:rx, :ry]
+    out = out.reshape(rx, ry, nqx, nqy)
+    if reference is not None:
+        out += xp.asarray(reference)[None, None]
+    return out
+
+
+def forward_differences(phase: Any, *, step: tuple[float, float]):
+    """Wrapped-phase forward differences g = (φ(r̂+step) − φ(r̂))/step over a periodic scan.
+
+    The differences of the wrapped angle keep their 2π jumps, so g is an exact discrete gradient
+    (DESIGN §3: the field FlowTIE trains on).
+
+    Parameters
+    ----------
+    phase : ndarray, shape (Rx, Ry, ...)
+        Wrapped phase in rad.
+    step : (sx, sy)
+        Å.
+
+    Returns
+    -------
+    gx, gy : ndarray, shape (Rx, Ry, ...)
+        rad/Å; the last row/column wraps around to the first.
+    """
+    xp = get_array_module(phase)
+    gx = (xp.roll(phase, -1, axis=0) - phase) / step[0]
+    gy = (xp.roll(phase, -1, axis=1) - phase) / step[1]
+    return gx, gy
+
+
+def wrap_gradient(g: Any, step: float):
+    """wrap(g·step)/step: each difference mapped into (−π, π] — the smooth gradient away from vortices."""
+    xp = get_array_module(g)
+    return xp.angle(xp.exp(1j * g * step)) / step
+
+
+def smooth_gradient(psi: Any, *, step: tuple[float, float]):
+    """Physical gradient Im(Ψ*∇Ψ)/|Ψ|² over a periodic scan, by spectral derivatives.
+
+    Parameters
+    ----------
+    psi : ndarray, shape (Rx, Ry, ...), complex
+    step : (sx, sy)
+
+    Returns
+    -------
+    gx, gy : ndarray, shape (Rx, Ry, ...), rad/Å (0 where Ψ = 0)
+    """
+    xp = get_array_module(psi)
+    fft = get_fft_module(xp)
+    out = []
+    for ax, s in ((0, step[0]), (1, step[1])):
+        shape = [1] * psi.ndim
+        shape[ax] = psi.shape[ax]
+        k = (2j * math.pi * _k(psi.shape[ax], s, xp)).reshape(shape)
+        d = fft.ifft(fft.fft(psi, axis=ax) * k, axis=ax)
+        i = xp.abs(psi) ** 2
+        out.append(xp.where(i > 0, xp.imag(xp.conj(psi) * d) / xp.where(i > 0, i, 1), 0.0))
+    return tuple(out)
+
+
+def _mirror_gradient(gx, gy, kind):
+    """Extend a gradient field of a mirror-extended phase (φ even ⇒ ∂xφ odd in x, even in y)."""
+    xp = get_array_module(gx)
+    rx, ry = gx.shape[:2]
+
+    def odd(g, ax):
+        if kind == "forward":
+            # φ_ext[2R−1−i] = φ[i]: differences are g[0..R−2], 0, −g[R−2..0], 0
+            head = xp.take(g, xp.arange(g.shape[ax] - 1), axis=ax)
+            zero = xp.zeros_like(xp.take(g, xp.arange(1), axis=ax))
+            return xp.concatenate([head, zero, -xp.flip(head, axis=ax), zero], axis=ax)
+        return xp.concatenate([g, -xp.flip(g, axis=ax)], axis=ax)
+
+    def even(g, ax):
+        return xp.concatenate([g, xp.flip(g, axis=ax)], axis=ax)
+
+    gx_e = even(odd(gx, 0), 1)
+    gy_e = odd(even(gy, 0), 1)
+    return gx_e, gy_e, (rx, ry)
+
+
+def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str = "forward",
+                       boundary: str = "periodic"):
+    """Least-squares phase from a gradient field over the scan axes, zero mean (DESIGN §3).
+
+    Parameters
+    ----------
+    gx, gy : ndarray, shape (Rx, Ry, ...)
+        Gradient field in rad/Å.
+    step : (sx, sy)
+        Scan step in Å.
+    kind : {"forward", "spectral"}
+        "forward": the field is forward differences; inverse of the operator with Fourier symbol
+        w_j = e^{2πiK_j·step} − 1 (exact for :func:`forward_differences`).
+        "spectral": Frankot–Chellappa, φ̃ = −i(K·g̃)/(2π|K|²).
+    boundary : {"periodic", "mirror"}
+        "mirror" integrates the even extension (no wrap-around artefacts on non-periodic tiles).
+
+    Returns
+    -------
+    ndarray, shape (Rx, Ry, ...), float64
+    """
+    xp = get_array_module(gx)
+    fft = get_fft_module(xp)
+    if kind not in ("forward", "spectral"):
+        raise ValueError(f"kind must be 'forward' or 'spectral', got {kind!r}")
+    if boundary not in ("periodic", "mirror"):
+        raise ValueError(f"boundary must be 'periodic' or 'mirror', got {boundary!r}")
+    crop = None
+    if boundary == "mirror":
+        gx, gy, crop = _mirror_gradient(gx, gy, kind)
+    mx, my = gx.shape[:2]
+    extra = (1,) * (gx.ndim - 2)
+    kx = _k(mx, step[0], xp).reshape((mx, 1) + extra)
+    ky = _k(my, step[1], xp).reshape((1, my) + extra)
+    gxh = fft.fft2(gx.astype(xp.float64), axes=(0, 1))
+    gyh = fft.fft2(gy.astype(xp.float64), axes=(0, 1))
+    if kind == "forward":
+        wx = xp.exp(2j * math.pi * kx * step[0]) - 1
+        wy = xp.exp(2j * math.pi * ky * step[1]) - 1
+        num = step[0] * xp.conj(wx) * gxh + step[1] * xp.conj(wy) * gyh
+        den = xp.abs(wx) ** 2 + xp.abs(wy) ** 2
+    else:
+        num = -1j * (kx * gxh + ky * gyh)
+        den = 2 * math.pi * (kx**2 + ky**2)
+    den = xp.where(den == 0, 1.0, den)
+    phi_hat = num / den
+    phi_hat[0, 0] = 0.0
+    phi = fft.ifft2(phi_hat, axes=(0, 1)).real
+    if crop is not None:
+        phi = phi[: crop[0], : crop[1]]
+        phi = phi - phi.mean(axis=(0, 1), keepdims=True)
+    return phi
