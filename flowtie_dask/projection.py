@@ -42,10 +42,16 @@ def exit_wave_spectra(i0: Any, phase: Any):
 
     Returns
     -------
-    ndarray, shape (..., Qx, Qy), complex128, centred like the patterns
+    ndarray, shape (..., Qx, Qy), centred like the patterns
+        complex64 for float32 input, complex128 otherwise.
     """
     xp = get_array_module(i0)
-    return xp.sqrt(xp.clip(i0, 0, None)) * xp.exp(1j * phase)
+    amp = xp.sqrt(xp.clip(i0, 0, None))
+    single = amp.dtype == xp.float32 and phase.dtype == xp.float32
+    out = xp.empty(amp.shape, dtype=xp.complex64 if single else xp.complex128)
+    out.real = amp * xp.cos(phase)
+    out.imag = amp * xp.sin(phase)
+    return out
 
 
 def shifted_windows(spectra: Any, fractions: Any):

@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
@@ -435,12 +433,8 @@ def write_scan_store(
     """
     import zarr
 
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        _fail(f"{path!r} already exists; choose another --out or pass --overwrite")
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        _fail(f"the folder {parent!r} for the output does not exist")
+    from .atomic import atomic_path, check_output
+
     if dtype not in ("float32", "uint16"):
         _fail(f"intensity dtype must be float32 or uint16, got {dtype!r}")
     scan_shape = tuple(int(v) for v in scan_shape)
@@ -448,8 +442,11 @@ def write_scan_store(
     if min(scan_shape + detector_shape) < 1:
         _fail(f"scan {scan_shape} and detector {detector_shape} must have at least one pixel")
     chunks = tuple(chunks) if chunks else default_chunks(scan_shape, detector_shape, itemsize=np.dtype(dtype).itemsize)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.partial-{uuid.uuid4().hex[:8]}")
     try:
+        check_output(path, overwrite=overwrite)
+    except ValueError as exc:
+        raise ScanStoreError(str(exc)) from None
+    with atomic_path(path, overwrite=overwrite) as tmp:
         group = zarr.open_group(tmp, mode="w-", zarr_format=3)
         attrs = metadata.to_attrs()
         attrs["complete"] = False
@@ -465,12 +462,6 @@ def write_scan_store(
         )
         yield group
         group.attrs["complete"] = True
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_truth(group, projected_phase: np.ndarray, *, pixel_size: tuple[float, float],

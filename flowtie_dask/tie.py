@@ -55,6 +55,24 @@ def defocus_derivative(intensity: Any, c10: tuple[float, float, float]):
     return (intensity[hi] - intensity[lo]) / span, intensity[mid]
 
 
+def _host(x):
+    return np.asarray(x.get() if hasattr(x, "get") else x)
+
+
+def _flip_index(n: int, center: float):
+    """Detector pixel j ↦ the pixel at −q: round(2c − j) modulo n."""
+    return np.mod(np.rint(2 * center - np.arange(n)).astype(int), n)
+
+
+def _mirror_block(flat, sl, flips, xp):
+    """(Rx, Ry, P) detector-flattened data → (2Rx, 2Ry, b) mirror extension of the pixels ``sl``."""
+    fx, fy, fxy = (xp.asarray(f[sl]) for f in flips)
+    top = xp.concatenate([flat[:, :, sl], xp.flip(xp.take(flat, fy, axis=2), axis=1)], axis=1)
+    bottom = xp.concatenate([xp.flip(xp.take(flat, fx, axis=2), axis=0),
+                             xp.flip(xp.take(flat, fxy, axis=2), axis=(0, 1))], axis=1)
+    return xp.concatenate([top, bottom], axis=0)
+
+
 def _k(n: int, step: float, xp):
     return xp.fft.fftfreq(n, d=step)
 
@@ -83,11 +101,6 @@ def mirror_extend(x: Any, *, axes: tuple[int, int] = (0, 1), flip_axes: tuple[An
             mirrored = xp.take(mirrored, perm, axis=ax + 2)
         x = xp.concatenate([x, mirrored], axis=ax)
     return x
-
-
-def _flip_index(n: int, center: float):
-    """Detector pixel j ↦ the pixel at −q: round(2c − j) modulo n."""
-    return np.mod(np.rint(2 * center - np.arange(n)).astype(int), n)
 
 
 def tie_phase(
@@ -123,15 +136,16 @@ def tie_phase(
         Scan step in Å.
     boundary : {"periodic", "mirror"}
         "periodic" for scans over whole periods; "mirror" for tiles and other non-periodic scans:
-        the scan is mirrored together with the detector (q → −q), which keeps the tilt term right.
+        the tile is extended by its mirror images, whose patterns are the tile's with the detector
+        mirrored too (q → −q), and solved periodically (DESIGN §3).
     center : (cx, cy), optional
-        Detector pixel of q = 0 (needed for "mirror"; default the pixel nearest q = 0).
+        Detector pixel of q = 0, the centre of the q → −q flip (default: the pixel nearest q = 0).
     reference : ndarray, shape (Qx, Qy), optional
         Per-q mean phase (e.g. the probe's phase arg P̃(q)), rad.
     eps : float
         Ī is clipped below at ``eps``·max Ī (dark-field regularisation).
     batch : int
-        Detector pixels solved at once (bounds memory to ~6·batch·Rx·Ry·16 bytes in mirror mode).
+        Detector pixels solved at once (bounds memory to ~8·batch·Rx·Ry·8 bytes in mirror mode).
 
     Returns
     -------
@@ -143,17 +157,11 @@ def tie_phase(
     if boundary not in ("periodic", "mirror"):
         raise ValueError(f"boundary must be 'periodic' or 'mirror', got {boundary!r}")
     rx, ry, nqx, nqy = i0.shape
+    real = xp.float32 if didz.dtype == xp.float32 else xp.float64
     qx = xp.asarray(qx, dtype=xp.float64)
     qy = xp.asarray(qy, dtype=xp.float64)
-    if center is None:
-        center = (float(np.argmin(np.abs(np.asarray(qx if xp is np else qx.get())))),
-                  float(np.argmin(np.abs(np.asarray(qy if xp is np else qy.get())))))
-    if boundary == "mirror":
-        fx, fy = _flip_index(nqx, center[0]), _flip_index(nqy, center[1])
-        didz = mirror_extend(didz, flip_axes=(fx, fy))
-        i0 = mirror_extend(i0, flip_axes=(fx, fy))
-    mx, my = didz.shape[:2]
-    real = xp.float32 if didz.dtype == xp.float32 else xp.float64
+    mirror = boundary == "mirror"
+    mx, my = (2 * rx, 2 * ry) if mirror else (rx, ry)
     kx = _k(mx, step[0], xp)[:, None, None]
     ky = xp.fft.rfftfreq(my, d=step[1])[None, :, None]
     k2 = kx**2 + ky**2
@@ -162,19 +170,32 @@ def tie_phase(
     ibar = xp.maximum(ibar, eps * float(ibar.max()))
     qxf = xp.broadcast_to(qx[:, None], (nqx, nqy)).reshape(-1)
     qyf = xp.broadcast_to(qy[None, :], (nqx, nqy)).reshape(-1)
-    d_flat = didz.reshape(mx, my, -1)
-    i_flat = i0.reshape(mx, my, -1)
+    d_flat = didz.reshape(rx, ry, -1)
+    i_flat = i0.reshape(rx, ry, -1)
     ib_flat = ibar.reshape(-1)
     out = xp.empty((rx, ry, nqx * nqy), dtype=real)
+    if mirror:
+        if center is None:
+            center = (float(np.argmin(np.abs(_host(qx)))), float(np.argmin(np.abs(_host(qy)))))
+        fx, fy = _flip_index(nqx, center[0]), _flip_index(nqy, center[1])
+        pix = np.arange(nqx * nqy).reshape(nqx, nqy)
+        flips = [pix[fx, :].ravel(), pix[:, fy].ravel(), pix[fx][:, fy].ravel()]
     for s in range(0, nqx * nqy, batch):
         sl = slice(s, s + batch)
-        # real data: half spectra (rfft) over the scan axes
-        d_hat = fft.rfft2(d_flat[:, :, sl].astype(real), axes=(0, 1))
-        i_hat = fft.rfft2(i_flat[:, :, sl].astype(real), axes=(0, 1))
-        # φ̃ = −(2π/(λĪ))·(D̃ − λ·2πi q·K Ĩ) / (−4π²|K|²)
-        scale = (1.0 / (2 * math.pi * wavelength * ib_flat[sl])) / k2
+        if mirror:
+            # the mirror image of the tile is a physical object too: its patterns at q are the tile's at
+            # −q along the mirrored direction (Ψ'(q, r̂) = Ψ(Mq, Mr̂) for a symmetric probe). Solving the
+            # periodic TIE on the tile plus its mirror images keeps the tilt term λq·∇I right.
+            d = _mirror_block(d_flat, sl, flips, xp).astype(real, copy=False)
+            i = _mirror_block(i_flat, sl, flips, xp).astype(real, copy=False)
+        else:
+            d = d_flat[:, :, sl].astype(real)
+            i = i_flat[:, :, sl].astype(real)
+        # φ̃ = −(2π/(λĪ))·(D̃ − λ·2πi q·K Ĩ) / (−4π²|K|²), spectral on the (extended) periodic scan
+        d_hat = fft.rfft2(d, axes=(0, 1))
+        i_hat = fft.rfft2(i, axes=(0, 1))
         tilt = (2j * math.pi * wavelength) * (qxf[sl] * kx + qyf[sl] * ky)
-        phi_hat = (d_hat - tilt * i_hat) * scale
+        phi_hat = (d_hat - tilt * i_hat) * ((1.0 / (2 * math.pi * wavelength * ib_flat[sl])) / k2)
         phi_hat[0, 0, :] = 0.0
         out[:, :, sl] = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))[:rx, :ry]
     out = out.reshape(rx, ry, nqx, nqy)
@@ -210,7 +231,8 @@ def forward_differences(phase: Any, *, step: tuple[float, float]):
 def wrap_gradient(g: Any, step: float):
     """wrap(g·step)/step: each difference mapped into (−π, π] — the smooth gradient away from vortices."""
     xp = get_array_module(g)
-    return xp.angle(xp.exp(1j * g * step)) / step
+    x = g * step
+    return (x - 2 * math.pi * xp.floor((x + math.pi) / (2 * math.pi))) / step
 
 
 def smooth_gradient(psi: Any, *, step: tuple[float, float]):
@@ -278,7 +300,8 @@ def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str
 
     Returns
     -------
-    ndarray, shape (Rx, Ry, ...), float64
+    ndarray, shape (Rx, Ry, ...)
+        float32 for float32 input, float64 otherwise.
     """
     xp = get_array_module(gx)
     fft = get_fft_module(xp)
@@ -290,11 +313,12 @@ def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str
     if boundary == "mirror":
         gx, gy, crop = _mirror_gradient(gx, gy, kind)
     mx, my = gx.shape[:2]
+    real = xp.float32 if (gx.dtype == xp.float32 and gy.dtype == xp.float32) else xp.float64
     extra = (1,) * (gx.ndim - 2)
     kx = _k(mx, step[0], xp).reshape((mx, 1) + extra)
-    ky = _k(my, step[1], xp).reshape((1, my) + extra)
-    gxh = fft.fft2(gx.astype(xp.float64), axes=(0, 1))
-    gyh = fft.fft2(gy.astype(xp.float64), axes=(0, 1))
+    ky = xp.fft.rfftfreq(my, d=step[1]).reshape((1, my // 2 + 1) + extra)
+    gxh = fft.rfft2(gx.astype(real, copy=False), axes=(0, 1))
+    gyh = fft.rfft2(gy.astype(real, copy=False), axes=(0, 1))
     if kind == "forward":
         wx = xp.exp(2j * math.pi * kx * step[0]) - 1
         wy = xp.exp(2j * math.pi * ky * step[1]) - 1
@@ -304,9 +328,9 @@ def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str
         num = -1j * (kx * gxh + ky * gyh)
         den = 2 * math.pi * (kx**2 + ky**2)
     den = xp.where(den == 0, 1.0, den)
-    phi_hat = num / den
+    phi_hat = (num / den).astype(gxh.dtype, copy=False)
     phi_hat[0, 0] = 0.0
-    phi = fft.ifft2(phi_hat, axes=(0, 1)).real
+    phi = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))
     if crop is not None:
         phi = phi[: crop[0], : crop[1]]
         phi = phi - phi.mean(axis=(0, 1), keepdims=True)

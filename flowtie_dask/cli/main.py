@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import export, import_, info, simulate
+from . import evaluate, export, import_, info, reconstruct, simulate
 
-COMMANDS = (simulate, import_, export, info)
+COMMANDS = (simulate, import_, reconstruct, evaluate, export, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
