@@ -84,6 +84,7 @@ def _oriented_detector(shape, center, rotation, transpose):
     a, b = coef[:2].T, coef[2]  # input = a @ output + b
     new_center = np.linalg.solve(a, np.asarray(center, dtype=float) - b)
     swapped = abs(a[0, 0]) < abs(a[0, 1])
+    new_center = np.round(new_center, 9) + 0.0  # exact for quarter-turns and transposes
     return (int(out.shape[1]), int(out.shape[2])), (float(new_center[0]), float(new_center[1])), bool(swapped)
 
 

@@ -101,3 +101,23 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "flowtie_dask.cli.main", "info", "/nonexistent.zarr"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_reconstruct_and_evaluate(tmp_path, capsys):
+    store, result = tmp_path / "g.zarr", tmp_path / "r.zarr"
+    assert main(["simulate", "GaAs", "--out", str(store), *SMALL, "--scan-pixels", "16", "--gpts", "32"]) == 0
+    assert main(["reconstruct", str(store), "--out", str(result), "--no-progress", "--workers", "0",
+                 "--tile-size", "8", "--halo", "4"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    fig = tmp_path / "panel.png"
+    assert main(["evaluate", str(result), "--truth", str(store), "--figure", str(fig)]) == 0
+    out = capsys.readouterr().out
+    line = [l for l in out.splitlines() if l.startswith(str(result))][0]
+    mse, var = (float(v) for v in line.split()[2:4])
+    assert 0 < mse < var
+    assert fig.stat().st_size > 1000
+    # an existing result is refused before any work
+    assert main(["reconstruct", str(store), "--out", str(result), "--no-progress", "--workers", "0"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    # evaluating against a store without truth names the problem
+    assert main(["evaluate", str(result), "--truth", str(result)]) == 2

@@ -1,0 +1,110 @@
+import os
+
+import numpy as np
+import pytest
+
+from flowtie_dask.evaluate import evaluate_result
+from flowtie_dask.geometry import ReconstructionGeometry
+from flowtie_dask.pipeline import _accumulate, plan_tiles, reconstruct_store, tile_task
+from flowtie_dask.projection import divide_illumination
+from flowtie_dask.results import open_result, write_result
+from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
+from flowtie_dask.store import open_scan_store
+
+
+@pytest.fixture(scope="module")
+def gaas64(tmp_path_factory):
+    """The paper's setting: GaAs 2×2 cells, 5.7 Å, 300 kV, 20 mrad, Δf = ±20 Å, 64² scan (step = pixel), 64² detector."""
+    path = tmp_path_factory.mktemp("gaas") / "gaas64.zarr"
+    return simulate_to_store(SimulationParameters(material="GaAs", lateral_cells=2, thickness_cells=1, scan_pixels=64,
+                                                  detector_pixels=64), str(path), progress=False)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "small.zarr"
+    return simulate_to_store(SimulationParameters(material="SrTiO3", lateral_cells=2, scan_pixels=24, detector_pixels=24,
+                                                  gpts=32), str(path), progress=False)
+
+
+def test_tiled_equals_whole_scan(gaas64):
+    whole = reconstruct_store(gaas64, progress=False)
+    tiled = reconstruct_store(gaas64, tile_size=32, halo=16, progress=False)
+    assert tiled.attrs["n_tiles"] == 4
+    ev = evaluate_result(whole, gaas64)
+    mse_whole_truth = ev["mse"]
+    d = np.angle(np.exp(1j * (tiled.phase - whole.phase)))
+    mse_tiled_whole = float(np.mean((d - d.mean()) ** 2))
+    assert mse_whole_truth < 0.5 * ev["truth_variance"]
+    assert mse_tiled_whole <= 0.05 * mse_whole_truth
+    np.testing.assert_allclose(tiled.illumination, whole.illumination, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [None, (12, 12), (10, 7), (24, 5)])
+def test_dask_pipeline_equals_the_plain_kernels(small, tile):
+    st = open_scan_store(small)
+    g = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape, detector_shape=st.detector_shape)
+    shape, _ = g.object_grid(periodic=True)
+    tiles = plan_tiles(st.scan_shape, tile, 4, periodic=True)
+    num, ill = _accumulate(shape, True, *[tile_task(st.path, g, t, periodic=True) for t in tiles])  # inline NumPy
+    expected = np.angle(divide_illumination(num, ill))
+    res = reconstruct_store(small, tile_size=tile, halo=4, progress=False)
+    np.testing.assert_allclose(res.illumination, ill, rtol=1e-10)
+    np.testing.assert_allclose(np.angle(np.exp(1j * (res.phase - expected))), 0, atol=1e-6)
+
+
+def test_tiles_cover_the_scan_once():
+    tiles = plan_tiles((10, 7), (4, 3), 2, periodic=False)
+    seen = np.zeros((10, 7), int)
+    for t in tiles:
+        seen[np.ix_(list(t["xs"]), list(t["ys"]))] += 1
+        rows = np.asarray(t["rows"])[t["interior"][0]]
+        assert list(rows) == list(t["xs"])
+        assert t["boundary"] == "mirror"
+    assert np.all(seen == 1)
+    wrapped = plan_tiles((10, 7), (4, 3), 2, periodic=True)[0]
+    assert wrapped["rows"][:2] == [8, 9]  # the halo wraps around a periodic scan
+    assert plan_tiles((10, 7), None, 2, periodic=True)[0]["boundary"] == "periodic"
+
+
+def test_non_periodic_reconstruction_of_a_periodic_scan(small):
+    res = reconstruct_store(small, periodic=False, progress=False)
+    st = open_scan_store(small)
+    assert res.phase.shape == (48, 48)  # (Rx − 1)·step/pixel + Q + 1 = 23 + 24 + 1
+    assert res.origin[0] < 0
+    ev = evaluate_result(res, small)
+    per = evaluate_result(reconstruct_store(small, progress=False), small)
+    assert ev["mse"] < 0.5 * ev["truth_variance"]
+    assert ev["mse"] < 3 * per["mse"]
+    assert st.metadata.periodic
+
+
+def test_result_round_trip_and_preview(small, tmp_path):
+    res = reconstruct_store(small, progress=False)
+    out = write_result(res, str(tmp_path / "r.zarr"))
+    back = open_result(out)
+    np.testing.assert_allclose(back.phase, res.phase, atol=1e-6)
+    assert back.pixel_size == pytest.approx(res.pixel_size) and back.origin == res.origin
+    assert back.attrs["method"] == "tie" and back.attrs["source"] == os.path.abspath(small)
+    assert os.path.getsize(os.path.join(out, "preview.png")) > 1000
+    with pytest.raises(ValueError, match="already exists"):
+        write_result(res, out)
+    with pytest.raises(ValueError, match="not a flowtie-dask result"):
+        open_result(small)
+
+
+def test_a_failed_reconstruction_leaves_no_result(small, tmp_path, monkeypatch):
+    import flowtie_dask.results as results
+
+    res = reconstruct_store(small, progress=False)
+    monkeypatch.setattr(results, "save_preview", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        write_result(res, str(tmp_path / "r.zarr"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_arguments(small):
+    with pytest.raises(ValueError, match="unknown method"):
+        reconstruct_store(small, method="magic", progress=False)
+    with pytest.raises(ValueError, match="halo must be"):
+        reconstruct_store(small, tile_size=8, halo=-1, progress=False)
