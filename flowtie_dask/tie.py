@@ -115,7 +115,7 @@ def tie_phase(
     center: tuple[float, float] | None = None,
     reference: Any = None,
     eps: float = 1e-3,
-    batch: int = 1024,
+    batch: int | None = None,
 ):
     """Classical TIE (thin-specimen Poisson form) per detector pixel, in the probe frame.
 
@@ -144,8 +144,9 @@ def tie_phase(
         Per-q mean phase (e.g. the probe's phase arg P̃(q)), rad.
     eps : float
         Ī is clipped below at ``eps``·max Ī (dark-field regularisation).
-    batch : int
-        Detector pixels solved at once (bounds memory to ~8·batch·Rx·Ry·8 bytes in mirror mode).
+    batch : int, optional
+        Detector pixels solved at once; by default enough for ~4 M scan-grid values per array (with
+        the mirror images), which keeps the solver's temporaries near 150 MB whatever the tile.
 
     Returns
     -------
@@ -162,6 +163,8 @@ def tie_phase(
     qy = xp.asarray(qy, dtype=xp.float64)
     mirror = boundary == "mirror"
     mx, my = (2 * rx, 2 * ry) if mirror else (rx, ry)
+    if batch is None:
+        batch = max(8, 2**22 // (mx * my))
     kx = _k(mx, step[0], xp)[:, None, None]
     ky = xp.fft.rfftfreq(my, d=step[1])[None, :, None]
     k2 = kx**2 + ky**2

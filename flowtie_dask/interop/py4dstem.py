@@ -40,10 +40,10 @@ already set (py4DSTEM imports pylops, which otherwise probes CuPy and fails on m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -51,6 +51,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_path, check_output
 from ..physics import DEFOCUS_CONVENTION, wavelength
 from ..store import INTENSITY_NORMALIZATION, SCHEMA, ScanMetadata, open_scan_store, write_scan_store
 
@@ -174,21 +175,11 @@ def _blocks(scan_shape: tuple[int, int], chunks: tuple[int, int]):
             yield slice(x0, min(x0 + chunks[0], scan_shape[0])), slice(y0, min(y0 + chunks[1], scan_shape[1]))
 
 
-def _temp_sibling(path: str, suffix: str = "") -> str:
-    parent, name = os.path.split(path)
-    return os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}{suffix}")
-
-
 def _check_out_file(out, overwrite: bool, what: str = "output") -> str:
     out = os.path.abspath(os.fspath(out))
     if os.path.isdir(out):
         raise ValueError(f"{out!r} is a folder; give a file name for the {what}")
-    if os.path.exists(out) and not overwrite:
-        raise ValueError(f"{out!r} already exists; choose another --out or pass --overwrite")
-    parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        raise ValueError(f"the folder {parent!r} for the {what} does not exist")
-    return out
+    return check_output(out, overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------- calibration in
@@ -756,20 +747,14 @@ def export_store(store_path, out_prefix, *, overwrite=False) -> list[str]:
     outs = [_check_out_file(f"{prefix}_defocus_{i}.h5", overwrite, "exported DataCube") for i in range(3)]
     _square(store.metadata.scan_step, "the scan step", store.path)
     _square(store.metadata.detector_sampling, "the detector sampling", store.path)
-    temps = [_temp_sibling(o, ".h5") for o in outs]
-    try:
+    with contextlib.ExitStack() as stack:  # all three appear together, or none
+        temps = [stack.enter_context(atomic_path(o, overwrite=overwrite)) for o in outs]
         for i, tmp in enumerate(temps):
             cube = _datacube_from_store(store, i)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 py4DSTEM.save(tmp, cube, mode="w")
             del cube
-        for tmp, o in zip(temps, outs):
-            os.replace(tmp, o)
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return outs
 
 
@@ -862,15 +847,9 @@ def export_result(result_path, out, *, overwrite=False) -> str:
     if amplitude is not None:
         amp = py4DSTEM.RealSlice(data=amplitude, name="amplitude")
         rs.attach(amp)
-    tmp = _temp_sibling(out, ".h5")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            py4DSTEM.save(tmp, rs, mode="w")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(out, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        py4DSTEM.save(tmp, rs, mode="w")
     return out
 
 
