@@ -20,7 +20,10 @@ from .projection import divide_illumination, unwrap
 from .reconstruct import reconstruct_tile
 from .store import ScanStore, open_scan_store
 
-__all__ = ["ReconstructionResult", "plan_tiles", "reconstruct_store", "tile_task"]
+__all__ = ["ReconstructionResult", "WHOLE_SCAN_BYTES", "plan_tiles", "reconstruct_store", "tile_task"]
+
+#: Scans up to this size (bytes of stored intensity) are reconstructed as one tile by default.
+WHOLE_SCAN_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -151,7 +154,7 @@ def reconstruct_store(
     store: str | ScanStore,
     *,
     method: str = "tie",
-    tile_size: int | tuple[int, int] | None = None,
+    tile_size: int | tuple[int, int] | str | None = "auto",
     halo: int = 16,
     periodic: bool | None = None,
     eps: float = 1e-3,
@@ -168,8 +171,9 @@ def reconstruct_store(
         Path of a scan store (validated) or an opened one.
     method : {"tie"}
         Phase retrieval of each pattern's probe-frame phase (FlowTIE plugs in here).
-    tile_size : int or (int, int), optional
-        Scan positions per tile interior; None reconstructs the whole scan as one tile.
+    tile_size : int or (int, int) or "auto" or None
+        Scan positions per tile interior; None reconstructs the whole scan as one tile; "auto" does so
+        when the scan's data fit in :data:`WHOLE_SCAN_BYTES`, and uses 64×64-position tiles otherwise.
     halo : int
         Scan positions read around each tile for the phase solver.
     periodic : bool, optional
@@ -199,6 +203,8 @@ def reconstruct_store(
                                                     detector_shape=st.detector_shape)
     periodic = geometry.periodic if periodic is None else bool(periodic)
     shape, origin = geometry.object_grid(periodic=periodic)
+    if tile_size == "auto":
+        tile_size = None if st.intensity.nbytes <= WHOLE_SCAN_BYTES else (64, 64)
     if isinstance(tile_size, int):
         tile_size = (tile_size, tile_size)
     if halo < 0:

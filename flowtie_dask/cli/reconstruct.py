@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
                    help="tie: classical TIE (tiled, distributed); gd: the paper's gradient-descent baseline "
                         "(whole scan in memory)")
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
-                   help="scan positions per tile (one or two values); default: the whole scan as one tile")
+                   help="scan positions per tile (one or two values); default: the whole scan when its data "
+                        "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
     p.add_argument("--halo", type=int, default=16, metavar="N", help="scan positions read around each tile")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Reconstruct and write the result."""
     check_output(args.out, overwrite=args.overwrite)  # fail before the work, not after
     periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
-    tile = None if args.tile_size is None else (args.tile_size[0], args.tile_size[-1])
+    tile = "auto" if args.tile_size is None else (args.tile_size[0], args.tile_size[-1])
     device = "gpu" if args.gpus else "cpu"
     if args.method == "gd":
         from ..baselines.gd import gd_reconstruct_store
