@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..cluster import cluster_client
+from ..simulate.collection import open_collection, simulate_collection
 from ..simulate.series import SimulationParameters, simulate_to_store
 from ..store import open_scan_store
 from .options import add_cluster_options, cluster_kwargs, positive_float, positive_int
@@ -32,6 +33,9 @@ def add_parser(sub) -> None:
     s = p.add_argument_group("specimen")
     s.add_argument("--lateral-cells", type=positive_int, nargs="+", default=[2], metavar="N",
                    help="unit cells along x and y (one value for both)")
+    s.add_argument("--lateral-size", type=positive_float, default=None, metavar="Å",
+                   help="instead of --lateral-cells: the number of cells closest to this width (training sets "
+                        "of crystals with different lattice constants keep a similar sampling)")
     t = s.add_mutually_exclusive_group()
     t.add_argument("--thickness-cells", type=positive_int, default=None, metavar="N",
                    help="thickness in unit cells along the beam (default: 1)")
@@ -63,6 +67,12 @@ def add_parser(sub) -> None:
     n.add_argument("--seed", type=int, default=0, help="seed of random-cubic, phonons and noise")
     n.add_argument("--probe-frame", action="store_true",
                    help="also store the probe-frame phase at focus (training truth; as large as one scan)")
+    c = p.add_argument_group("training sets")
+    c.add_argument("--count", type=positive_int, default=None, metavar="N",
+                   help="simulate N structures (seeds SEED … SEED+N−1; use with random-cubic) into a collection "
+                        "folder with collection.json, one Dask task per structure; implies --probe-frame")
+    c.add_argument("--thickness-cells-range", type=positive_int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="with --count: draw each structure's thickness in cells from LO…HI (seeded)")
     add_cluster_options(p, default_workers="0 = in-process threads")
     p.set_defaults(run=run)
 
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     params = SimulationParameters(
         material=args.material,
         lateral_cells=_pair(args.lateral_cells),
+        lateral_size=args.lateral_size,
         thickness_cells=args.thickness_cells if args.thickness is not None or args.thickness_cells else 1,
         thickness=args.thickness,
         energy=args.energy,
@@ -102,8 +113,18 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with cluster_client(**{**cluster_kwargs(args), "workers": workers},
                         announce=lambda s: print(s, file=sys.stderr)) as client:
-        path = simulate_to_store(params, args.out, chunks=_pair(args.chunk), client=client,
-                                 progress=not args.no_progress, overwrite=args.overwrite)
+        if args.count:
+            path = simulate_collection(params, args.out, count=args.count, client=client,
+                                       thickness_cells_range=args.thickness_cells_range,
+                                       progress=not args.no_progress, overwrite=args.overwrite)
+        else:
+            path = simulate_to_store(params, args.out, chunks=_pair(args.chunk), client=client,
+                                     progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    print(open_scan_store(path).describe())
+    if args.count:
+        members = open_collection(path)
+        print(f"collection {path}: {len(members)} scan stores")
+        print(open_scan_store(members[0]).describe())
+    else:
+        print(open_scan_store(path).describe())
     return 0

@@ -51,6 +51,9 @@ class SimulationParameters:
         ``GaAs``, ``SrTiO3``, ``random-cubic`` or a structure file path.
     lateral_cells : (int, int)
         Unit cells along x and y; the scan covers this supercell once (periodic).
+    lateral_size : float or None
+        Instead of ``lateral_cells``: as many cells as come closest to this width in Å (at least one),
+        so crystals of different lattice constants get similar sampling (training sets).
     thickness_cells : int or None
         Specimen thickness in unit cells along the beam …
     thickness : float or None
@@ -92,6 +95,7 @@ class SimulationParameters:
 
     material: str = "GaAs"
     lateral_cells: tuple[int, int] = (2, 2)
+    lateral_size: float | None = None
     thickness_cells: int | None = 1
     thickness: float | None = None
     energy: float = 300e3
@@ -131,6 +135,7 @@ class SimulationParameters:
             (self.frozen_phonons >= 1, f"frozen phonons must be ≥ 1, got {self.frozen_phonons}"),
             (self.phonon_sigma >= 0, f"phonon sigma must be ≥ 0 (Å), got {self.phonon_sigma}"),
             (self.device in ("cpu", "gpu", "auto"), f"device must be cpu, gpu or auto, got {self.device!r}"),
+            (self.lateral_size is None or self.lateral_size > 0, f"lateral size must be positive (Å), got {self.lateral_size}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -211,7 +216,10 @@ def plan_simulation(params: SimulationParameters) -> SimulationPlan:
     SimulationPlan
     """
     crystal = build_crystal(params.material, seed=params.seed)
-    atoms, thickness = supercell(crystal, lateral_cells=params.lateral_cells,
+    lateral = params.lateral_cells
+    if params.lateral_size is not None:
+        lateral = tuple(max(1, int(round(params.lateral_size / float(crystal.atoms.cell[i, i])))) for i in (0, 1))
+    atoms, thickness = supercell(crystal, lateral_cells=lateral,
                                  thickness_cells=params.thickness_cells, thickness=params.thickness)
     cell = (float(atoms.cell[0, 0]), float(atoms.cell[1, 1]))
     gpts = params.gpts
@@ -249,7 +257,7 @@ def plan_simulation(params: SimulationParameters) -> SimulationPlan:
         "formula": crystal.atoms.get_chemical_formula(),
         "prototype": crystal.prototype,
         "lattice_A": [float(v) for v in np.diag(crystal.atoms.cell)],
-        "lateral_cells": list(params.lateral_cells),
+        "lateral_cells": list(lateral),
         "thickness_A": thickness,
         "n_slices": int(len(dz)),
         "slice_thickness_A": float(dz[0]),
