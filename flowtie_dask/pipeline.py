@@ -162,6 +162,7 @@ def reconstruct_store(
     progress: bool = True,
     device: str = "cpu",
     phase_method: Callable | None = None,
+    model: str | None = None,
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store, tile by tile on Dask.
 
@@ -169,8 +170,9 @@ def reconstruct_store(
     ----------
     store : str or ScanStore
         Path of a scan store (validated) or an opened one.
-    method : {"tie"}
-        Phase retrieval of each pattern's probe-frame phase (FlowTIE plugs in here).
+    method : {"tie", "flowtie"}
+        Phase retrieval of each pattern's probe-frame phase: classical TIE, or the FlowTIE model
+        (``model``, default the shipped one) whose optics must match the scan.
     tile_size : int or (int, int) or "auto" or None
         Scan positions per tile interior; None reconstructs the whole scan as one tile; "auto" does so
         when the scan's data fit in :data:`WHOLE_SCAN_BYTES`, and uses 64×64-position tiles otherwise.
@@ -187,6 +189,8 @@ def reconstruct_store(
         Array backend inside the tasks (``"gpu"`` on dask-cuda workers).
     phase_method : callable, optional
         Overrides ``method`` (see :func:`flowtie_dask.reconstruct.reconstruct_tile`).
+    model : str, optional
+        FlowTIE checkpoint for ``method="flowtie"``.
 
     Returns
     -------
@@ -196,11 +200,19 @@ def reconstruct_store(
 
     from .cluster import compute
 
-    if method not in ("tie",) and phase_method is None:
-        raise ValueError(f"unknown method {method!r}: use 'tie' (FlowTIE and GD come through their own entry points)")
+    if method not in ("tie", "flowtie") and phase_method is None:
+        raise ValueError(f"unknown method {method!r}: use 'tie' or 'flowtie' ('gd' has its own entry point)")
     st = store if isinstance(store, ScanStore) else open_scan_store(store)
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
+    if method == "flowtie" and phase_method is None:
+        from .model.inference import FlowTIEPhase
+
+        phase_method = FlowTIEPhase(model)
+    if hasattr(phase_method, "check"):
+        phase_method.check(geometry)
+    if hasattr(phase_method, "receptive_field"):
+        halo = max(halo, 2 * phase_method.receptive_field)
     periodic = geometry.periodic if periodic is None else bool(periodic)
     shape, origin = geometry.object_grid(periodic=periodic)
     if tile_size == "auto":
@@ -230,6 +242,7 @@ def reconstruct_store(
     elapsed = time.perf_counter() - start
     attrs = {
         "method": method if phase_method is None else getattr(phase_method, "__name__", "custom"),
+        "model": getattr(phase_method, "path", None),
         "tile_size": list(tile_size) if tile_size else None,
         "halo": halo,
         "n_tiles": len(tiles),

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import evaluate, export, import_, info, reconstruct, simulate
+from . import evaluate, export, import_, info, reconstruct, simulate, train
 
-COMMANDS = (simulate, import_, reconstruct, evaluate, export, info)
+COMMANDS = (simulate, import_, train, reconstruct, evaluate, export, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

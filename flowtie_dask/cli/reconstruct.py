@@ -22,9 +22,12 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("store", metavar="STORE", help="scan store (*.zarr) from 'simulate' or 'import'")
     p.add_argument("--out", required=True, metavar="RESULT", help="output result folder (*.zarr)")
-    p.add_argument("--method", choices=("tie", "gd"), default="tie",
-                   help="tie: classical TIE (tiled, distributed); gd: the paper's gradient-descent baseline "
-                        "(whole scan in memory)")
+    p.add_argument("--method", choices=("tie", "flowtie", "gd"), default="tie",
+                   help="tie: classical TIE (tiled, distributed); flowtie: the FlowTIE model (tiled, distributed); "
+                        "gd: the paper's gradient-descent baseline (whole scan in memory)")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="FlowTIE checkpoint (default: the pretrained model shipped with the package); its optics "
+                        "and sampling must match the scan's")
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per tile (one or two values); default: the whole scan when its data "
                         "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                             announce=lambda s: print(s, file=sys.stderr)) as client:
             result = reconstruct_store(args.store, method=args.method, tile_size=tile, halo=args.halo,
                                        periodic=periodic, client=client, progress=not args.no_progress,
-                                       device=device)
+                                       device=device, model=args.model)
     path = write_result(result, args.out, overwrite=args.overwrite)
     print(f"wrote {path} ({result.phase.shape[0]}×{result.phase.shape[1]} px of "
           f"{result.pixel_size[0]:.4f} Å, {result.attrs.get('seconds', 0):.2f} s); preview: {path}/preview.png")

@@ -1,0 +1,132 @@
+"""Training samples read lazily from scan stores: random scan tiles of defocus series with their
+probe-frame truth, as torch tensors (DESIGN §3 conventions; scan axes last, detector pixels flattened).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import ReconstructionGeometry
+from ..simulate.collection import open_collection
+from ..store import open_scan_store
+from ..tie import defocus_derivative
+
+__all__ = ["TileSpec", "split_members", "TileDataset"]
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How samples are cut.
+
+    Attributes
+    ----------
+    tile : int
+        Scan positions per side of a sample.
+    n_q : int or None
+        Detector pixels drawn per sample (None = all); drawn with probability ∝ √(mean intensity)
+        so the dark field is represented without drowning the bright field.
+    """
+
+    tile: int = 16
+    n_q: int | None = 256
+
+
+def split_members(path: str, *, validation: float = 0.1, seed: int = 0):
+    """Split a collection's stores into training and validation sets (by structure, seeded).
+
+    Returns
+    -------
+    train, validation : list of str
+    """
+    members = open_collection(path)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(members))
+    n_val = max(1, int(round(validation * len(members)))) if len(members) > 1 else 0
+    val = sorted(members[i] for i in order[:n_val])
+    train = sorted(members[i] for i in order[n_val:])
+    return train, val
+
+
+class TileDataset:
+    """A map-style torch dataset of random tiles from scan stores with ``truth/probe_frame_phase``.
+
+    Item ``i`` is deterministic (seeded by ``seed`` and ``i``). Each item is a dict of tensors:
+    ``didz`` (P, T, T) 1/Å, ``i0`` (P, T, T), ``phase`` (P, T, T) rad, ``weight`` (P, T, T),
+    ``q`` (P, 2) 1/Å, and floats ``wavelength`` (Å), ``step`` (2,) Å.
+
+    Parameters
+    ----------
+    stores : list of str
+        Scan stores (all with the same detector size when ``n_q`` is None).
+    spec : TileSpec
+    length : int
+        Items per epoch.
+    seed : int
+    """
+
+    def __init__(self, stores, spec: TileSpec = TileSpec(), *, length: int = 256, seed: int = 0):
+        if not stores:
+            raise ValueError("no training stores")
+        self.stores = list(stores)
+        self.spec = spec
+        self.length = int(length)
+        self.seed = int(seed)
+        self._open = {}
+        for s in self.stores:
+            st = open_scan_store(s)
+            if st.truth is None or "probe_frame_phase" not in st.truth:
+                raise ValueError(f"{s!r} has no truth/probe_frame_phase: simulate training data with --probe-frame")
+            if min(st.scan_shape) < spec.tile:
+                raise ValueError(f"{s!r} has a {st.scan_shape} scan, smaller than the {spec.tile}-position tile")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _store(self, path):
+        if path not in self._open:
+            st = open_scan_store(path)
+            geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
+                                                       detector_shape=st.detector_shape)
+            mean = np.asarray(st.intensity[1, :: max(1, st.scan_shape[0] // 8), :: max(1, st.scan_shape[1] // 8)])
+            self._open[path] = (st, geo, mean.mean(axis=(0, 1)).ravel())
+        return self._open[path]
+
+    def __getitem__(self, index: int):
+        import torch
+
+        rng = np.random.default_rng([self.seed, int(index)])
+        st, geo, mean_pattern = self._store(self.stores[rng.integers(len(self.stores))])
+        t = self.spec.tile
+        x0 = int(rng.integers(0, st.scan_shape[0] - t + 1))
+        y0 = int(rng.integers(0, st.scan_shape[1] - t + 1))
+        inten = np.asarray(st.intensity[:, x0:x0 + t, y0:y0 + t], dtype=np.float32)
+        phase = np.asarray(st.truth["probe_frame_phase"][x0:x0 + t, y0:y0 + t], dtype=np.float32)
+        didz, i0 = defocus_derivative(inten, geo.c10)
+        p = i0.shape[-1] * i0.shape[-2]
+        qx, qy = geo.q_vectors()
+        q = np.stack(np.meshgrid(qx, qy, indexing="ij"), -1).reshape(p, 2)
+        if self.spec.n_q is not None and self.spec.n_q < p:
+            w = np.sqrt(np.clip(mean_pattern, 0, None)) + 1e-12
+            pick = np.sort(rng.choice(p, size=self.spec.n_q, replace=False, p=w / w.sum()))
+        else:
+            pick = np.arange(p)
+
+        def flat(a):  # (T, T, Qx, Qy) → (P', T, T)
+            return np.ascontiguousarray(np.moveaxis(a.reshape(t, t, p)[:, :, pick], -1, 0))
+
+        i0f = flat(i0)
+        ibar = i0f.mean(axis=(1, 2), keepdims=True)
+        weight = i0f / max(float(ibar.mean()), 1e-12)
+        return {
+            "didz": torch.from_numpy(flat(didz)),
+            "i0": torch.from_numpy(i0f),
+            "phase": torch.from_numpy(flat(phase)),
+            "weight": torch.from_numpy(weight.astype(np.float32)),
+            "q": torch.from_numpy(q[pick].astype(np.float32)),
+            "wavelength": torch.tensor(geo.wavelength, dtype=torch.float64),
+            "step": torch.tensor(geo.scan_step, dtype=torch.float64),
+        }
+
+
