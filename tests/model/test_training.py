@@ -1,0 +1,161 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from flowtie_dask.geometry import ReconstructionGeometry
+from flowtie_dask.model.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from flowtie_dask.model.dataset import TileDataset, TileSpec, split_members
+from flowtie_dask.model.train import TrainingConfig, train
+from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.simulate.collection import open_collection, simulate_collection
+from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
+from flowtie_dask.store import open_scan_store
+
+OPTICS = dict(scan_pixels=16, detector_pixels=16, gpts=24, lateral_size=6.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    out = tmp_path_factory.mktemp("coll") / "train"
+    return simulate_collection(SimulationParameters(material="random-cubic", seed=10, **OPTICS), str(out), count=4,
+                               thickness_cells_range=(1, 2), progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(collection, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("model") / "m.pt")
+    cfg = TrainingConfig(epochs=2, steps_per_epoch=3, batch_size=2, tile=8, n_q=32, validation_tiles=2, lr=1e-3,
+                         architecture={"name": "SharedFlowModel", "hidden": 8, "depth": 3})
+    result = train(collection, out, cfg, progress=False, log=lambda s: None)
+    return out, cfg, result
+
+
+def test_collection_is_seeded_and_split_by_structure(collection):
+    members = open_collection(collection)
+    assert len(members) == 4
+    index = json.load(open(os.path.join(collection, "collection.json")))
+    assert [m["seed"] for m in index["members"]] == [10, 11, 12, 13]
+    for m in members:
+        st = open_scan_store(m)
+        assert "probe_frame_phase" in st.truth and st.detector_shape == (16, 16)
+    train_set, val_set = split_members(collection, seed=0)
+    assert len(val_set) == 1 and len(train_set) == 3 and not set(train_set) & set(val_set)
+    assert split_members(collection, seed=0) == (train_set, val_set)
+
+
+def test_tile_dataset_items(collection):
+    ds = TileDataset(open_collection(collection), TileSpec(tile=8, n_q=32), length=5, seed=1)
+    a, b = ds[3], ds[3]
+    assert a["didz"].shape == (32, 8, 8) and a["q"].shape == (32, 2) and a["phase"].shape == (32, 8, 8)
+    assert torch.equal(a["didz"], b["didz"])  # deterministic per index
+    assert torch.all(a["weight"] >= 0) and float(a["wavelength"]) == pytest.approx(0.019687, rel=1e-4)
+    assert ds[0]["didz"].shape == (32, 8, 8)
+
+
+def test_store_without_probe_frame_truth_is_refused(tmp_path):
+    path = simulate_to_store(SimulationParameters(material="GaAs", lateral_cells=1, scan_pixels=8, detector_pixels=8,
+                                                  gpts=16), str(tmp_path / "s.zarr"), progress=False)
+    with pytest.raises(ValueError, match="simulate training data with --probe-frame"):
+        TileDataset([path], TileSpec(tile=4))
+
+
+def test_training_writes_a_checkpoint_and_resumes(trained, collection):
+    out, cfg, result = trained
+    assert len(result["history"]) == 2
+    for row in result["history"]:
+        assert set(row["train"]) == {"total", "vf", "cont", "phase"} and np.isfinite(row["validation"]["total"])
+    model, meta, payload = load_checkpoint(out)
+    assert meta["epoch"] == 2 and meta["architecture"]["name"] == "SharedFlowModel"
+    assert meta["optics"]["energy_eV"] == 300e3 and len(meta["optics"]["scan_step_A"]) == 2
+    assert meta["training"]["lr"] == 1e-3 and meta["version"]
+    cfg3 = TrainingConfig(**{**cfg.__dict__, "epochs": 3})
+    again = train(collection, out, cfg3, resume=True, progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in again["history"]] == [1, 2, 3]
+    assert load_checkpoint(out)[1]["epoch"] == 3
+
+
+def test_a_few_training_steps_lower_the_loss(collection, tmp_path):
+    from flowtie_dask.model.architectures import build_model
+    from flowtie_dask.model.train import _batches, _loss
+
+    cfg = TrainingConfig(epochs=3, steps_per_epoch=5, batch_size=2, tile=8, n_q=32, validation_tiles=4, lr=3e-3,
+                         architecture={"name": "SharedFlowModel", "hidden": 8, "depth": 3})
+    torch.manual_seed(cfg.seed)
+    untrained = build_model(cfg.architecture)
+    out = str(tmp_path / "m.pt")
+    train(collection, out, cfg, progress=False, log=lambda s: None)
+    trained, _, _ = load_checkpoint(out)
+    ds = TileDataset(open_collection(collection), TileSpec(tile=8, n_q=32), length=64, seed=123)
+    batches = list(_batches(ds, 4, np.random.default_rng(5), 3))
+    with torch.no_grad():
+        before = np.mean([float(_loss(untrained.eval(), b, cfg, "cpu")[0]) for b in batches])
+        after = np.mean([float(_loss(trained, b, cfg, "cpu")[0]) for b in batches])
+    assert after < 0.8 * before
+
+
+def test_save_load_gives_identical_predictions(trained, tmp_path):
+    out, _, _ = trained
+    m1, _, _ = load_checkpoint(out)
+    m2, _, _ = load_checkpoint(out)
+    x = torch.rand(1, 32, 8, 8)
+    i0 = torch.rand(1, 32, 8, 8) + 0.1
+    q = torch.rand(32, 2)
+    assert torch.equal(m1(x, i0, q), m2(x, i0, q))
+
+
+def test_mismatched_optics_are_refused(trained, collection):
+    out, _, _ = trained
+    _, meta, _ = load_checkpoint(out)
+    st = open_scan_store(open_collection(collection)[0])
+    geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape, detector_shape=st.detector_shape)
+    check_compatible(meta["optics"], geo)  # its own training data fit
+    for change, word in [(dict(energy=200e3), "energy_eV"), (dict(semiangle=30.0), "semiangle_mrad"),
+                         (dict(scan_step=(0.1, 0.1)), "scan_step_A")]:
+        other = ReconstructionGeometry(**{**geo.__dict__, **change})
+        with pytest.raises(CheckpointError, match=f"trained for {word}.*use --method tie"):
+            check_compatible(meta["optics"], other)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_code_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"meta_json": "{}", "state_dict": {}, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="pickled code"):
+        load_checkpoint(str(path))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "none.pt"))
+
+
+def test_flowtie_in_the_pipeline(trained, tmp_path):
+    """--method flowtie runs through the tiled pipeline on a scan its record accepts and refuses others.
+    (Tiled = whole for FlowTIE needs the global integrator over detector-pixel blocks: not built yet.)"""
+    out, _, _ = trained
+    # GaAs 1 cell at 32 positions (0.18 Å step) is outside this model's training range: refused
+    store = simulate_to_store(SimulationParameters(material="GaAs", scan_pixels=32, detector_pixels=16, gpts=24,
+                                                   lateral_cells=1), str(tmp_path / "g.zarr"), progress=False)
+    with pytest.raises(CheckpointError, match="scan_step_A"):
+        reconstruct_store(store, method="flowtie", model=out, progress=False)
+    # a held-out structure from the same generator and optics
+    store = simulate_to_store(SimulationParameters(material="random-cubic", seed=14, **OPTICS),
+                              str(tmp_path / "g2.zarr"), progress=False)
+    whole = reconstruct_store(store, method="flowtie", model=out, progress=False)
+    tiled = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False)
+    assert whole.attrs["method"] == "flowtie" and whole.attrs["model"] == os.path.abspath(out)
+    assert tiled.attrs["n_tiles"] == 4 and tiled.attrs["halo"] >= 2 * 3  # halo covers the receptive field
+    assert np.all(np.isfinite(whole.phase)) and np.all(np.isfinite(tiled.phase))
+    np.testing.assert_allclose(tiled.illumination, whole.illumination, rtol=1e-5)
