@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--architecture", choices=("shared", "paper"), default="shared",
                    help="shared: detector-size-agnostic SharedFlowModel; paper: the paper's FlowPredictorModel")
     p.add_argument("--hidden", type=positive_int, default=None, help="feature channels (default: the model's)")
-    p.add_argument("--epochs", type=positive_int, default=10)
-    p.add_argument("--steps-per-epoch", type=positive_int, default=50)
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes of --steps-per-epoch steps each")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=50, help="optimiser steps per epoch")
     p.add_argument("--batch-size", type=positive_int, default=4, help="tiles per step")
     p.add_argument("--lr", type=positive_float, default=1e-4, help="AdamW learning rate")
     p.add_argument("--alpha", type=float, default=1.0, help="weight of L_vf (vector field)")
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel under torchrun")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the tiles and the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
