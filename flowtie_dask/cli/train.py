@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--n-q", type=int, default=256, help="detector pixels per tile (0 = all)")
     p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="K", help="epochs between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel under torchrun")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the tiles and the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
