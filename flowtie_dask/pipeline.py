@@ -135,6 +135,94 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, period
     return offset, asnumpy(num), asnumpy(ill)
 
 
+def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, phase_method, device: str = "cpu"):
+    """Stage 1 of the global integration: the predicted gradient field of a tile's interior positions.
+
+    Returns
+    -------
+    ndarray, shape (2, tx, ty, Qx, Qy), float32 (host), rad/Å
+    """
+    import zarr
+
+    from .backend import asnumpy, get_array_module
+
+    xp = get_array_module(device=device)
+    array = zarr.open_array(f"{path}/intensity", mode="r")
+    block = geometry.orient(xp.asarray(_read_block(array, tile["rows"], tile["cols"])))
+    _, g = phase_method.field(block, geometry)
+    ix, iy = tile["interior"]
+    return asnumpy(g[:, ix, iy]).astype(np.float32)
+
+
+def _integrate_block(g, *, step, boundary):
+    """Stage 2: integrate a detector-pixel block of the whole scan's field, (2, Rx, Ry, qb, Qy) → (Rx, Ry, qb, Qy)."""
+    from .tie import integrate_gradient
+
+    return integrate_gradient(g[0], g[1], step=step, kind="forward", boundary=boundary).astype(np.float32)
+
+
+def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,
+                 device: str = "cpu"):
+    """Stage 3: exit waves of a tile's interior from its integrated phase and project them.
+
+    Returns
+    -------
+    offset, numerator, illumination
+        As :func:`flowtie_dask.reconstruct.project_tile` (host arrays).
+    """
+    import zarr
+
+    from .backend import asnumpy, get_array_module
+    from .reconstruct import project_tile
+
+    xp = get_array_module(device=device)
+    array = zarr.open_array(f"{path}/intensity", mode="r")
+    mid = int(np.argsort(np.asarray(geometry.c10))[1])
+    xs, ys = tile["xs"], tile["ys"]
+    i0 = geometry.orient(xp.asarray(np.asarray(array[mid, xs[0]:xs[-1] + 1, ys[0]:ys[-1] + 1], dtype=np.float32)))
+    phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
+    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
+    return offset, asnumpy(num), asnumpy(ill)
+
+
+def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
+    """Partials of the three-stage graph: per-tile fields → whole-scan integration per detector-pixel block
+    (rechunk) → per-tile projection. Tiled equals whole-scan up to the model's view of tile edges."""
+    import dask
+    import dask.array as da
+
+    rx, ry = st.scan_shape
+    qx, qy = geometry.detector_shape
+    starts_x = sorted({t["xs"][0] for t in tiles})
+    starts_y = sorted({t["ys"][0] for t in tiles})
+    grid = {(t["xs"][0], t["ys"][0]): t for t in tiles}
+    geo = dask.delayed(geometry, pure=True)
+    field = dask.delayed(field_task, pure=True)
+    rows = []
+    for x0 in starts_x:
+        row = []
+        for y0 in starts_y:
+            t = grid[(x0, y0)]
+            shape = (2, len(t["xs"]), len(t["ys"]), qx, qy)
+            row.append(da.from_delayed(field(st.path, geo, t, phase_method=phase_method, device=device),
+                                       shape=shape, dtype=np.float32))
+        rows.append(da.concatenate(row, axis=2))
+    g = da.concatenate(rows, axis=1)
+    qb = max(1, min(qx, (64 * 2**20) // max(1, 2 * rx * ry * qy * 4)))
+    g = g.rechunk((2, rx, ry, qb, qy))
+    boundary = "periodic" if periodic else "mirror"
+    phase = g.map_blocks(_integrate_block, step=geometry.scan_step, boundary=boundary, drop_axis=0,
+                         dtype=np.float32)
+    phase = phase.rechunk((tuple(len(grid[(x0, starts_y[0])]["xs"]) for x0 in starts_x),
+                           tuple(len(grid[(starts_x[0], y0)]["ys"]) for y0 in starts_y), (qx,), (qy,)))
+    proj = dask.delayed(project_task, pure=True)
+    parts = []
+    for i, x0 in enumerate(starts_x):
+        for j, y0 in enumerate(starts_y):
+            parts.append(proj(st.path, geo, grid[(x0, y0)], phase.blocks[i, j], periodic=periodic, device=device))
+    return parts
+
+
 def _accumulate(shape, periodic, *parts):
     num = np.zeros(shape, dtype=np.complex128)
     ill = np.zeros(shape, dtype=np.float64)
@@ -163,6 +251,7 @@ def reconstruct_store(
     device: str = "cpu",
     phase_method: Callable | None = None,
     model: str | None = None,
+    integration: str = "auto",
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store, tile by tile on Dask.
 
@@ -191,6 +280,10 @@ def reconstruct_store(
         Overrides ``method`` (see :func:`flowtie_dask.reconstruct.reconstruct_tile`).
     model : str, optional
         FlowTIE checkpoint for ``method="flowtie"``.
+    integration : {"auto", "tile", "global"}
+        Where predicted gradient fields are integrated: within each haloed tile, or over the whole scan
+        per block of detector pixels after a rechunk (exact: tiled = whole). "auto": global for FlowTIE
+        when there is more than one tile.
 
     Returns
     -------
@@ -223,12 +316,22 @@ def reconstruct_store(
         raise ValueError(f"halo must be ≥ 0 scan positions, got {halo}")
     tiles = plan_tiles(st.scan_shape, tile_size, halo, periodic=periodic)
     start = time.perf_counter()
-    parts = []
-    task = dask.delayed(tile_task, pure=True)
-    geo = dask.delayed(geometry, pure=True)
-    for t in tiles:
-        parts.append(task(st.path, geo, t, periodic=periodic, phase_method=phase_method, device=device,
-                          dask_key_name=f"tile-{t['xs'][0]}-{t['ys'][0]}-{dask.base.tokenize(st.path, t, periodic)}"))
+    if integration not in ("auto", "tile", "global"):
+        raise ValueError(f"integration must be 'auto', 'tile' or 'global', got {integration!r}")
+    use_global = integration == "global" or (integration == "auto" and hasattr(phase_method, "field")
+                                               and len(tiles) > 1)
+    if use_global and not hasattr(phase_method, "field"):
+        raise ValueError("integration='global' needs a method that predicts gradient fields (flowtie)")
+    if use_global:
+        parts = _global_parts(st, geometry, tiles, periodic=periodic, phase_method=phase_method, device=device)
+    else:
+        parts = []
+        task = dask.delayed(tile_task, pure=True)
+        geo = dask.delayed(geometry, pure=True)
+        for t in tiles:
+            parts.append(task(st.path, geo, t, periodic=periodic, phase_method=phase_method, device=device,
+                              dask_key_name=f"tile-{t['xs'][0]}-{t['ys'][0]}-"
+                                            f"{dask.base.tokenize(st.path, t, periodic)}"))
     # tree reduction: groups of 8 partials into full-size sums, then a final sum
     acc = dask.delayed(_accumulate, pure=True)
     while len(parts) > 1:
@@ -246,6 +349,7 @@ def reconstruct_store(
         "tile_size": list(tile_size) if tile_size else None,
         "halo": halo,
         "n_tiles": len(tiles),
+        "integration": "global" if use_global else "tile",
         "eps": eps,
         "seconds": elapsed,
         "source": st.path,

@@ -65,8 +65,19 @@ class FlowTIEPhase:
         """Raise :class:`CheckpointError` unless the scan's optics and sampling match the model's."""
         check_compatible(self.meta.get("optics", {}), geometry)
 
-    def __call__(self, intensity: Any, geometry, *, boundary: str):
-        """Return ``(i0, phase)``, both (hx, hy, Qx, Qy), for an oriented tile (3, hx, hy, Qx, Qy)."""
+    def field(self, intensity: Any, geometry):
+        """Predicted forward-difference field of every pattern of an oriented tile.
+
+        Parameters
+        ----------
+        intensity : ndarray, shape (3, hx, hy, Qx, Qy)
+
+        Returns
+        -------
+        i0 : ndarray, shape (hx, hy, Qx, Qy)
+        g : ndarray, shape (2, hx, hy, Qx, Qy)
+            ∂φ along the two scan axes as forward differences, rad/Å (same array module as the input).
+        """
         import torch
 
         xp = get_array_module(intensity)
@@ -85,7 +96,13 @@ class FlowTIEPhase:
             kwargs = {"pixel_chunk": self.pixel_chunk} if "pixel_chunk" in model.forward.__code__.co_varnames else {}
             u = model(pixels_first(didz), pixels_first(i0), q.to(device), **kwargs)
         u = from_torch(u[0])  # (2, P, hx, hy), rad per scan step
-        g = [xp.moveaxis(u[c], 0, -1).reshape(hx, hy, nqx, nqy) / geometry.scan_step[c] for c in (0, 1)]
+        g = xp.stack([xp.moveaxis(u[c], 0, -1).reshape(hx, hy, nqx, nqy) / geometry.scan_step[c] for c in (0, 1)])
+        return i0, g
+
+    def __call__(self, intensity: Any, geometry, *, boundary: str):
+        """Return ``(i0, phase)``, both (hx, hy, Qx, Qy), for an oriented tile (3, hx, hy, Qx, Qy)."""
+        xp = get_array_module(intensity)
+        i0, g = self.field(intensity, geometry)
         phase = integrate_gradient(g[0], g[1], step=geometry.scan_step, kind="forward", boundary=boundary)
         phase = phase + xp.angle(geometry.probe_spectrum(xp)).astype(phase.dtype)[None, None]
         return i0, phase
