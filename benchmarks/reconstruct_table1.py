@@ -1,6 +1,6 @@
-"""Phase MSE and wall time of TIE (and GD, when available) at the paper's Table 1 settings.
+"""Phase MSE and wall time of TIE, FlowTIE and GD at the paper's Table 1 settings.
 
-Run:  python benchmarks/reconstruct_table1.py [--out DIR] [--methods tie gd]
+Run:  python benchmarks/reconstruct_table1.py [--out DIR] [--methods tie flowtie gd] [--model PATH]
 Settings (paper §3): 300 kV, 20 mrad, Δf = −20/0/+20 Å, 64×64 scan with step = pixel, 64×64 detector;
 GaAs 2×2 cells at 1 and 5 cells (5.7, 28.3 Å), SrTiO3 3×3 cells at 1 and 5 cells (3.9, 19.5 Å).
 MSE: flowtie-dask's phase MSE against σ·Σv_z (blind to offset, 2π wraps, whole-pixel shifts), rad².
@@ -18,7 +18,8 @@ SETTINGS = [("GaAs", 2, 1), ("GaAs", 2, 5), ("SrTiO3", 3, 1), ("SrTiO3", 3, 5)]
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", default="table1_data")
-parser.add_argument("--methods", nargs="+", default=["tie", "gd"])
+parser.add_argument("--methods", nargs="+", default=["tie", "gd"], help="tie, flowtie, gd")
+parser.add_argument("--model", default=None, help="FlowTIE checkpoint (default: the shipped one)")
 args = parser.parse_args()
 os.makedirs(args.out, exist_ok=True)
 
@@ -33,8 +34,8 @@ for material, lateral, cells in SETTINGS:
     row = {"material": material, "thickness": None}
     for method in args.methods:
         t0 = time.perf_counter()
-        if method == "tie":
-            res = reconstruct_store(path, progress=False)
+        if method in ("tie", "flowtie"):
+            res = reconstruct_store(path, method=method, model=args.model, progress=False)
         else:
             try:
                 from flowtie_dask.baselines.gd import gd_reconstruct_store
