@@ -121,3 +121,15 @@ def test_reconstruct_and_evaluate(tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
     # evaluating against a store without truth names the problem
     assert main(["evaluate", str(result), "--truth", str(result)]) == 2
+
+
+def test_reconstruct_with_gradient_descent(tmp_path, capsys):
+    store, result = tmp_path / "g.zarr", tmp_path / "gd.zarr"
+    assert main(["simulate", "GaAs", "--out", str(store), *SMALL, "--scan-pixels", "16", "--gpts", "32"]) == 0
+    assert main(["reconstruct", str(store), "--method", "gd", "--iterations", "20", "--out", str(result),
+                 "--no-progress"]) == 0
+    from flowtie_dask.results import open_result
+
+    res = open_result(str(result))
+    assert res.attrs["method"] == "gd" and res.attrs["iterations"] == 20
+    assert res.attrs["final_loss"] < res.attrs["initial_loss"]
