@@ -15,6 +15,17 @@ EXTERNAL = os.environ.get(
 requires_gpu = pytest.mark.skipif(not cupy_available(), reason="needs CuPy and an NVIDIA GPU; none found here")
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy 2-core runner)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -17,13 +17,7 @@ from tests.conftest import weak_phase_object
 C10 = (20.0, 0.0, -20.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy 2-core runner)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def simulate(n, pixel, scan_every=1, max_phase=0.3):

@@ -17,12 +17,7 @@ from flowtie_dask.store import open_scan_store
 OPTICS = dict(scan_pixels=16, detector_pixels=16, gpts=24, lateral_size=6.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
