@@ -223,7 +223,7 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
     return parts
 
 
-def _accumulate(shape, periodic, *parts):
+def _accumulate(shape, *parts):
     num = np.zeros(shape, dtype=np.complex128)
     ill = np.zeros(shape, dtype=np.float64)
     for part in parts:
@@ -335,8 +335,8 @@ def reconstruct_store(
     # tree reduction: groups of 8 partials into full-size sums, then a final sum
     acc = dask.delayed(_accumulate, pure=True)
     while len(parts) > 1:
-        parts = [acc(shape, periodic, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
-    final = acc(shape, periodic, parts[0])
+        parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
+    final = acc(shape, parts[0])
     (num, ill), = compute(final, client=client, progress=progress)
     obj = divide_illumination(num, ill, eps=eps)
     lit = ill > 0.05 * ill.max()

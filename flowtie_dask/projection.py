@@ -150,7 +150,6 @@ def divide_illumination(numerator: Any, illumination: Any, *, eps: float = 1e-3)
     -------
     ndarray, shape (Nx, Ny), complex128
     """
-    xp = get_array_module(numerator)
     return numerator / (illumination + eps * float(illumination.max()))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "optics_record", "check_compatible",
            "default_model_path"]

@@ -2,7 +2,6 @@
 
 import os
 
-import pytest
 import torch
 
 from flowtie_dask.cli.main import main
