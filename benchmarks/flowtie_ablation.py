@@ -11,12 +11,12 @@ import os
 import time
 
 VARIANTS = {
-    "full": dict(alpha=1, beta=1, gamma=1, architecture={"name": "SharedFlowModel"}),
-    "no-vf": dict(alpha=0, beta=1, gamma=1, architecture={"name": "SharedFlowModel"}),
-    "no-cont": dict(alpha=1, beta=0, gamma=1, architecture={"name": "SharedFlowModel"}),
-    "no-phase": dict(alpha=1, beta=1, gamma=0, architecture={"name": "SharedFlowModel"}),
-    "vf-only": dict(alpha=1, beta=0, gamma=0, architecture={"name": "SharedFlowModel"}),
-    "paper": dict(alpha=1, beta=1, gamma=1, architecture={"name": "FlowPredictorModel"}, n_q=None),
+    "full": {"alpha": 1, "beta": 1, "gamma": 1, "architecture": {"name": "SharedFlowModel"}},
+    "no-vf": {"alpha": 0, "beta": 1, "gamma": 1, "architecture": {"name": "SharedFlowModel"}},
+    "no-cont": {"alpha": 1, "beta": 0, "gamma": 1, "architecture": {"name": "SharedFlowModel"}},
+    "no-phase": {"alpha": 1, "beta": 1, "gamma": 0, "architecture": {"name": "SharedFlowModel"}},
+    "vf-only": {"alpha": 1, "beta": 0, "gamma": 0, "architecture": {"name": "SharedFlowModel"}},
+    "paper": {"alpha": 1, "beta": 1, "gamma": 1, "architecture": {"name": "FlowPredictorModel"}, "n_q": None},
 }
 
 

@@ -16,6 +16,7 @@ from flowtie_dask.cluster import cluster_client
 from flowtie_dask.pipeline import reconstruct_store
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 
+
 def peak_mib():
     """Peak RSS of the calling process (run on each worker)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
