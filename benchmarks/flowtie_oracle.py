@@ -44,10 +44,6 @@ class Mixed:
         return i0, np.where(self.mask[None, None], self.truth, phase)
 
 
-def tie(intensity, geometry, *, boundary):
-    return tie_phase_of_tile(intensity, geometry, boundary=boundary)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="oracle_data")
@@ -73,7 +69,7 @@ def main():
                                    path)["mse"]
 
         row = {"setting": f"{material} {cells} cells", "oracle": mse(Mixed(truth))}
-        for name, base in (("TIE", tie), ("FlowTIE", flowtie)):
+        for name, base in (("TIE", tie_phase_of_tile), ("FlowTIE", flowtie)):
             row[name] = mse(Mixed(truth, base, np.zeros_like(bright)))
             row[f"{name}+BF"] = mse(Mixed(truth, base, bright))
             row[f"{name}+DF"] = mse(Mixed(truth, base, ~bright))
