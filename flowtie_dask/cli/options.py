@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, *, least: int = 1) -> int:
     """argparse type: an integer ≥ 1."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be ≥ 1")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{v} must be ≥ {least}")
     return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0."""
+    return positive_int(text, least=0)
 
 
 def positive_float(text: str) -> float:

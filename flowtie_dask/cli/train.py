@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..model.train import TrainingConfig, train
-from .options import positive_float, positive_int
+from .options import nonnegative_int, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="K", help="epochs between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
+    p.add_argument("--loader-workers", type=nonnegative_int, default=0, metavar="N",
+                   help="processes reading tiles from Zarr (0 = in the training process); a GPU needs several")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel under torchrun")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the tiles and the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         arch["hidden"] = args.hidden
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta,
                          gamma=args.gamma, tile=args.tile, n_q=args.n_q or None, steps_per_epoch=args.steps_per_epoch,
-                         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, architecture=arch)
+                         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
+                         loader_workers=args.loader_workers, architecture=arch)
     result = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, ddp=args.ddp,
                    log=lambda s: print(s, file=sys.stderr))
     last = result["history"][-1] if result["history"] else None

@@ -84,6 +84,9 @@ class TileDataset:
     def __len__(self) -> int:
         return self.length
 
+    def __getstate__(self):  # DataLoader workers (spawned) reopen the stores themselves
+        return {**self.__dict__, "_open": {}}
+
     def _store(self, path):
         if path not in self._open:
             st = open_scan_store(path)

@@ -43,6 +43,9 @@ class TrainingConfig:
     seed : int
     device : str
         "cpu" or "cuda".
+    loader_workers : int
+        Processes reading tiles from Zarr (torch DataLoader, spawned); 0 reads in the training process.
+        Reading, not the model, limits a GPU: a 16×16×256 tile takes ~0.1 s on one core.
     architecture : dict
         ``{"name": "SharedFlowModel" | "FlowPredictorModel", **kwargs}``.
     """
@@ -61,7 +64,28 @@ class TrainingConfig:
     checkpoint_every: int = 1
     seed: int = 0
     device: str = "cpu"
+    loader_workers: int = 0
     architecture: dict = field(default_factory=lambda: {"name": "SharedFlowModel"})
+
+
+class _RandomIndices:
+    """Endless seeded stream of dataset indices: the training DataLoader's sampler."""
+
+    def __init__(self, n: int, rng):
+        self.n, self.rng = n, rng
+
+    def __iter__(self):
+        while True:
+            yield int(self.rng.integers(self.n))
+
+
+def _training_batches(dataset, batch_size, rng, workers, pin):
+    """Endless iterator of stacked batches (dicts of tensors with a leading batch axis)."""
+    from torch.utils.data import DataLoader
+
+    extra = dict(multiprocessing_context="spawn", prefetch_factor=4, persistent_workers=True) if workers else {}
+    return iter(DataLoader(dataset, batch_size=batch_size, sampler=_RandomIndices(len(dataset), rng),
+                           num_workers=workers, pin_memory=pin, **extra))
 
 
 def _batches(dataset, batch_size, rng, steps):
@@ -118,6 +142,8 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
     if ddp:
         import torch.distributed as dist
 
+        if config.device == "cuda" and torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     device = config.device
@@ -125,6 +151,7 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
         if not torch.cuda.is_available():
             raise RuntimeError("no GPU found: train with --device cpu")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
     torch.manual_seed(config.seed + rank)
     train_stores, val_stores = split_members(data, seed=config.seed)
     if not val_stores:
@@ -154,11 +181,12 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(model)
     rng = np.random.default_rng([config.seed, rank, start_epoch])
+    stream = _training_batches(train_set, config.batch_size, rng, config.loader_workers, device.startswith("cuda"))
     t0 = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         net.train()
         terms_sum, n = {}, 0
-        batches = _batches(train_set, config.batch_size, rng, config.steps_per_epoch)
+        batches = (next(stream) for _ in range(config.steps_per_epoch))
         if progress and rank == 0:
             from tqdm import tqdm
 

@@ -160,3 +160,12 @@ def test_cuda_without_a_gpu_says_so(weak):
     inten, geo, _ = weak
     with pytest.raises(RuntimeError, match="no GPU found"):
         gd_reconstruct(inten, geo, iterations=1, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs torch with CUDA and a GPU; none found")
+def test_gd_on_cuda_equals_cpu(weak):
+    inten, geo, _ = weak
+    obj_c, loss_c = gd_reconstruct(inten, geo, iterations=10)
+    obj_g, loss_g = gd_reconstruct(inten, geo, iterations=10, device="cuda")
+    np.testing.assert_allclose(loss_g, loss_c, rtol=1e-3)
+    assert phase_mse(np.angle(obj_g), np.angle(obj_c)) < 1e-8

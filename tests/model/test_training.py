@@ -13,6 +13,9 @@ from flowtie_dask.pipeline import reconstruct_store
 from flowtie_dask.simulate.collection import open_collection, simulate_collection
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 from flowtie_dask.store import open_scan_store
+from tests.conftest import requires_gpu
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs torch with CUDA and a GPU; none found")
 
 OPTICS = dict(scan_pixels=16, detector_pixels=16, gpts=24, lateral_size=6.0)
 
@@ -80,17 +83,20 @@ def test_training_writes_a_checkpoint_and_resumes(trained, collection):
     assert load_checkpoint(out)[1]["epoch"] == 3
 
 
-def test_a_few_training_steps_lower_the_loss(collection, tmp_path):
+@pytest.mark.parametrize("device,workers", [("cpu", 0), ("cpu", 2), pytest.param("cuda", 2, marks=requires_cuda)])
+def test_a_few_training_steps_lower_the_loss(collection, tmp_path, device, workers):
     from flowtie_dask.model.architectures import build_model
     from flowtie_dask.model.train import _batches, _loss
 
     cfg = TrainingConfig(epochs=3, steps_per_epoch=5, batch_size=2, tile=8, n_q=32, validation_tiles=4, lr=3e-3,
-                         architecture={"name": "SharedFlowModel", "hidden": 8, "depth": 3})
+                         architecture={"name": "SharedFlowModel", "hidden": 8, "depth": 3}, device=device,
+                         loader_workers=workers)
     torch.manual_seed(cfg.seed)
     untrained = build_model(cfg.architecture)
     out = str(tmp_path / "m.pt")
     train(collection, out, cfg, progress=False, log=lambda s: None)
-    trained, _, _ = load_checkpoint(out)
+    trained, meta, _ = load_checkpoint(out)  # loads on the CPU whatever it trained on
+    assert meta["training"]["device"] == device and next(trained.parameters()).device.type == "cpu"
     ds = TileDataset(open_collection(collection), TileSpec(tile=8, n_q=32), length=64, seed=123)
     batches = list(_batches(ds, 4, np.random.default_rng(5), 3))
     with torch.no_grad():
@@ -162,3 +168,38 @@ def test_flowtie_tiled_equals_whole_scan(trained, tmp_path):
     local = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, integration="tile",
                               progress=False)
     assert local.attrs["integration"] == "tile"
+
+
+def test_ddp_under_torchrun_on_cpu(collection, tmp_path):
+    """Two gloo ranks under torchrun: rank 0 writes one checkpoint that records both; DDP kept the ranks'
+    weights equal, so training the same run again gives the same weights."""
+    import subprocess
+    import sys
+
+    outs = []
+    for run in range(2):
+        out = str(tmp_path / f"ddp{run}.pt")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(29511 + run),
+               "-m", "flowtie_dask.cli.main", "train", collection, "--out", out, "--ddp", "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "1", "--tile", "8", "--n-q", "16", "--hidden", "8",
+               "--no-progress"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(out)
+    (m1, meta, _), (m2, _, _) = load_checkpoint(outs[0]), load_checkpoint(outs[1])
+    assert meta["training"]["world_size"] == 2 and meta["epoch"] == 1
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@requires_gpu
+def test_flowtie_on_gpu_equals_cpu(trained, tmp_path):
+    """The pipeline's FlowTIE on CuPy tiles (model on the GPU through DLPack) gives the CPU's phase."""
+    out, _, _ = trained
+    store = simulate_to_store(SimulationParameters(material="random-cubic", seed=14, **OPTICS),
+                              str(tmp_path / "g.zarr"), progress=False)
+    cpu = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False)
+    gpu = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False, device="gpu")
+    d = np.angle(np.exp(1j * (gpu.phase - cpu.phase)))
+    assert float(np.mean((d - d.mean()) ** 2)) < 1e-6 * float(np.var(cpu.phase))

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# GPU checks and GPU benchmarks, run from the repository root on a machine with an NVIDIA GPU, CuPy and
+# torch (CUDA) installed, plus the package's other requirements (the [gpu] extra brings dask-cuda):
+#
+#     bash benchmarks/gpu_check.sh [OUTDIR]
+#
+# Each step runs under its own time limit and reports its exit status; the log goes to OUTDIR/gpu_check.log.
+# Steps: the GPU tests; Table 1 on the GPU; the CLI with --gpus 1 (simulate, reconstruct, evaluate); a large
+# scan's throughput on the GPU; a training set simulated on the GPU; training under torchrun (DDP, NCCL)
+# with DataLoader workers; the paper's full-size architecture (all 4096 detector pixels) on the GPU.
+set -u
+OUTDIR=${1:-gpu_check_out}
+mkdir -p "$OUTDIR"
+export PYTHONUNBUFFERED=1 CUPY_PYLOPS=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+FD="python3 -m flowtie_dask.cli.main"
+W=$(mktemp -d)
+exec > >(tee "$OUTDIR/gpu_check.log") 2>&1
+
+step() {  # step NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit} s) $(date +%T)"
+    local t0=$SECONDS
+    timeout "$limit" "$@"
+    echo "=== $name: exit $? after $((SECONDS - t0)) s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, cupy, numpy, dask, zarr; print('torch', torch.__version__, 'cupy', cupy.__version__, \
+'numpy', numpy.__version__, 'dask', dask.__version__, 'zarr', zarr.__version__, torch.cuda.get_device_name())"
+
+step tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_backend.py \
+    tests/simulate/test_series.py tests/baselines/test_gd.py tests/model/test_training.py tests/test_cluster.py
+
+step table1-gpu 200 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie gd --out "$W/t1"
+cp "$W"/t1/fig3_GaAs_1cells.png "$OUTDIR"/ 2>/dev/null
+
+step cli-gpus 120 bash -c "$FD simulate GaAs --lateral-cells 2 --thickness-cells 5 --scan-pixels 64 \
+    --detector-pixels 64 --gpus 1 --no-progress --out $W/cli.zarr && \
+    $FD reconstruct $W/cli.zarr --method flowtie --gpus 1 --no-progress --out $W/cli_flowtie.zarr && \
+    $FD evaluate $W/cli_flowtie.zarr --truth $W/cli.zarr"
+
+step throughput-gpu 150 python3 benchmarks/reconstruct_throughput.py --repeat 4 --gpus 1 --out "$W/thr"
+
+step collection-gpu 150 $FD simulate random-cubic --count 24 --seed 100 --lateral-size 11.5 \
+    --thickness-cells-range 1 5 --scan-pixels 64 --detector-pixels 64 --gpus 1 --no-progress --out "$W/train"
+
+step ddp-train 120 python3 -m torch.distributed.run --nproc-per-node 1 -m flowtie_dask.cli.main train "$W/train" \
+    --out "$W/ddp.pt" --device cuda --ddp --loader-workers 12 --epochs 2 --steps-per-epoch 100 --batch-size 8 \
+    --lr 1e-3 --no-progress
+
+step paper-arch-gpu 90 $FD train "$W/train" --out "$W/paper.pt" --architecture paper --n-q 0 --device cuda \
+    --loader-workers 12 --epochs 1 --steps-per-epoch 30 --batch-size 4 --no-progress
+
+echo "=== done $(date +%T)"
