@@ -2,7 +2,7 @@
 # GPU checks and GPU benchmarks, run from the repository root on a machine with an NVIDIA GPU, CuPy and
 # torch (CUDA) installed, plus the package's other requirements (the [gpu] extra brings dask-cuda):
 #
-#     bash benchmarks/gpu_check.sh [OUTDIR]
+#     bash benchmarks/gpu_check.sh [OUTDIR]          (STEPS="tests throughput ..." runs some steps only)
 #
 # Each step runs under its own time limit and reports its exit status; the log goes to OUTDIR/gpu_check.log.
 # Steps: the GPU tests; Table 1 on the GPU; the CLI with --gpus 1 (simulate, reconstruct, evaluate); a large
@@ -29,27 +29,55 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, cupy, numpy, dask, zarr; print('torch', torch.__version__, 'cupy', cupy.__version__, \
 'numpy', numpy.__version__, 'dask', dask.__version__, 'zarr', zarr.__version__, torch.cuda.get_device_name())"
 
-step tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_backend.py \
-    tests/simulate/test_series.py tests/baselines/test_gd.py tests/model/test_training.py tests/test_cluster.py
+tests() {
+    step tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_backend.py \
+        tests/simulate/test_series.py tests/baselines/test_gd.py tests/model/test_training.py tests/test_cluster.py \
+        ${PYTEST_K:+-k "$PYTEST_K"}
+}
 
-step table1-gpu 200 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie gd --out "$W/t1"
-cp "$W"/t1/fig3_GaAs_1cells.png "$OUTDIR"/ 2>/dev/null
+table1() {
+    step table1-gpu 200 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie gd --out "$W/t1"
+    cp "$W"/t1/fig3_GaAs_1cells.png "$OUTDIR"/ 2>/dev/null
+}
 
-step cli-gpus 120 bash -c "$FD simulate GaAs --lateral-cells 2 --thickness-cells 5 --scan-pixels 64 \
-    --detector-pixels 64 --gpus 1 --no-progress --out $W/cli.zarr && \
-    $FD reconstruct $W/cli.zarr --method flowtie --gpus 1 --no-progress --out $W/cli_flowtie.zarr && \
-    $FD evaluate $W/cli_flowtie.zarr --truth $W/cli.zarr"
+cli() {
+    step cli-gpus 120 bash -c "$FD simulate GaAs --lateral-cells 2 --thickness-cells 5 --scan-pixels 64 \
+        --detector-pixels 64 --gpus 1 --no-progress --out $W/cli.zarr && \
+        $FD reconstruct $W/cli.zarr --method flowtie --gpus 1 --no-progress --out $W/cli_flowtie.zarr && \
+        $FD evaluate $W/cli_flowtie.zarr --truth $W/cli.zarr"
+}
 
-step throughput-gpu 150 python3 benchmarks/reconstruct_throughput.py --repeat 4 --gpus 1 --out "$W/thr"
+throughput() {
+    step throughput-gpu 150 python3 benchmarks/reconstruct_throughput.py --repeat "${THROUGHPUT_REPEAT:-4}" --gpus 1 --out "$W/thr"
+}
 
-step collection-gpu 150 $FD simulate random-cubic --count 24 --seed 100 --lateral-size 11.5 \
-    --thickness-cells-range 1 5 --scan-pixels 64 --detector-pixels 64 --gpus 1 --no-progress --out "$W/train"
+collection() {
+    step collection-gpu 150 $FD simulate random-cubic --count 24 --seed 100 --lateral-size 11.5 \
+        --thickness-cells-range 1 5 --scan-pixels 64 --detector-pixels 64 --gpus 1 --no-progress --out "$W/train"
+}
 
-step ddp-train 120 python3 -m torch.distributed.run --nproc-per-node 1 -m flowtie_dask.cli.main train "$W/train" \
-    --out "$W/ddp.pt" --device cuda --ddp --loader-workers 12 --epochs 2 --steps-per-epoch 100 --batch-size 8 \
-    --lr 1e-3 --no-progress
+ddp() {
+    step ddp-train 120 python3 -m torch.distributed.run --nproc-per-node 1 -m flowtie_dask.cli.main train \
+        "$W/train" --out "$W/ddp.pt" --device cuda --ddp --loader-workers 12 --epochs 2 --steps-per-epoch 100 \
+        --batch-size 8 --lr 1e-3 --no-progress
+}
 
-step paper-arch-gpu 90 $FD train "$W/train" --out "$W/paper.pt" --architecture paper --n-q 0 --device cuda \
-    --loader-workers 12 --epochs 1 --steps-per-epoch 30 --batch-size 4 --no-progress
+paper() {
+    step paper-arch-gpu 90 $FD train "$W/train" --out "$W/paper.pt" --architecture paper --n-q 0 --device cuda \
+        --loader-workers 12 --epochs 1 --steps-per-epoch 30 --batch-size 4 --no-progress
+}
 
+finetune() {  # continue the shipped model on the GPU collection, then Table 1 with it
+    cp flowtie_dask/model/pretrained/flowtie_default.pt "$W/finetuned.pt"
+    step finetune-gpu "${FINETUNE_SECONDS:-100}" $FD train "$W/train" --out "$W/finetuned.pt" --resume --epochs 60 \
+        --steps-per-epoch 100 --batch-size 8 --lr 1e-3 --tile 16 --n-q 256 --device cuda --loader-workers 12 \
+        --no-progress
+    cp "$W/finetuned.pt" "$OUTDIR"/
+    step table1-finetuned 120 python3 benchmarks/reconstruct_table1.py --device gpu --methods flowtie \
+        --model "$W/finetuned.pt" --out "$W/t1ft"
+}
+
+for s in ${STEPS:-tests table1 cli throughput collection ddp paper}; do
+    $s
+done
 echo "=== done $(date +%T)"

@@ -64,7 +64,7 @@ def main():
     gbytes = 3 * n_patterns * st.detector_shape[0] * st.detector_shape[1] * 4 / 1e9
     where = f"{args.gpus} GPU(s), dask-cuda" if args.gpus else f"CPU, {args.workers or os.cpu_count()} workers"
     print(f"scan {st.scan_shape[0]}×{st.scan_shape[1]}, detector {st.detector_shape}, {gbytes:.2f} GB; {where}")
-    print(f"{'method':8s} {'wall s':>7s} {'patterns/s':>11s} {'GB/s':>6s} {'MSE rad²':>9s}")
+    print(f"{'method':8s} {'wall s':>7s} {'patterns/s':>11s} {'MB/s':>6s} {'MSE rad²':>9s}")
     with cluster_client(workers=args.workers, gpus=args.gpus, dashboard=None, announce=None) as client:
         for method in args.methods:
             t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def main():
                                     progress=False, device="gpu" if args.gpus else "cpu")
             wall = time.perf_counter() - t0
             mse = evaluate_result(res, big)["mse"]
-            print(f"{method:8s} {wall:7.1f} {n_patterns / wall:11.0f} {gbytes / wall:6.2f} {mse:9.5f}", flush=True)
+            print(f"{method:8s} {wall:7.1f} {n_patterns / wall:11.0f} {1e3 * gbytes / wall:6.0f} {mse:9.5f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -209,17 +209,21 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
         rows.append(da.concatenate(row, axis=2))
     g = da.concatenate(rows, axis=1)
     qb = max(1, min(qx, (64 * 2**20) // max(1, 2 * rx * ry * qy * 4)))
-    g = g.rechunk((2, rx, ry, qb, qy))
+    # tasks, not P2P: P2P outputs handed to delayed tasks get lost ("lost dependencies", dask/dask#11902,
+    # #12055; seen on a 256×256 scan), and P2P's disk buffers would not help these ≤ 64 MiB blocks anyway
+    g = g.rechunk((2, rx, ry, qb, qy), method="tasks")
     boundary = "periodic" if periodic else "mirror"
     phase = g.map_blocks(_integrate_block, step=geometry.scan_step, boundary=boundary, drop_axis=0,
                          dtype=np.float32)
     phase = phase.rechunk((tuple(len(grid[(x0, starts_y[0])]["xs"]) for x0 in starts_x),
-                           tuple(len(grid[(starts_x[0], y0)]["ys"]) for y0 in starts_y), (qx,), (qy,)))
+                           tuple(len(grid[(starts_x[0], y0)]["ys"]) for y0 in starts_y), (qx,), (qy,)),
+                          method="tasks")
+    blocks = phase.to_delayed()  # (nx, ny, 1, 1) Delayed, the supported hand-over from arrays to delayed tasks
     proj = dask.delayed(project_task, pure=True)
     parts = []
     for i, x0 in enumerate(starts_x):
         for j, y0 in enumerate(starts_y):
-            parts.append(proj(st.path, geo, grid[(x0, y0)], phase.blocks[i, j], periodic=periodic, device=device))
+            parts.append(proj(st.path, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device))
     return parts
 
 

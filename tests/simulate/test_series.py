@@ -123,4 +123,7 @@ def test_gpu_block_equals_cpu_block(whole):
     inten, phase = simulate_block(plan, slice(0, 12), slice(0, 12))
     assert isinstance(inten, np.ndarray)
     np.testing.assert_allclose(inten, whole[0], rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(np.angle(np.exp(1j * (phase - whole[1]))), 0, atol=1e-3)
+    # the phase is compared as the in-focus wave: where |E| ≈ 0 it is round-off (GPU vs CPU FFTs differed by
+    # 3e-3 rad at 6 of 82944 dark pixels)
+    amp = np.sqrt(whole[0][1])
+    np.testing.assert_allclose(amp * np.exp(1j * phase), amp * np.exp(1j * whole[1]), rtol=0, atol=3e-4 * amp.max())
