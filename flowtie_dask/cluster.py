@@ -31,14 +31,16 @@ def _local_cpu(workers: int, threads: int, host: str, dashboard: str | None):
     )
 
 
-def _local_gpu(gpus: int, host: str, dashboard: str | None):
+def _local_gpu(gpus: int, threads: int, host: str, dashboard: str | None):
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:
         raise ClusterError("--gpus needs dask-cuda and CuPy: pip install 'flowtie-dask[gpu]'") from None
     visible = ",".join(str(i) for i in range(gpus))
     try:
-        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, host=host, dashboard_address=dashboard)
+        # threads > 1 overlap Zarr reading/decompression (the bottleneck of a GPU worker) with GPU work
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, threads_per_worker=threads, host=host,
+                                dashboard_address=dashboard)
     except Exception as exc:  # pynvml.NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, CUDA errors
         name = type(exc).__name__
         if "NVML" in name or "CUDA" in name.upper() or "nvml" in str(exc).lower():
@@ -102,7 +104,9 @@ def cluster_client(
         elif scheduler is not None:
             client = Client(scheduler, timeout="20s")
         elif gpus:
-            cluster = _local_gpu(gpus, host, dashboard)
+            if threads < 1:
+                raise ClusterError(f"--threads must be ≥ 1, got {threads}")
+            cluster = _local_gpu(gpus, threads, host, dashboard)
             client = Client(cluster)
         else:
             n = workers if workers is not None else (os.cpu_count() or 1)

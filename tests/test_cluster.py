@@ -53,3 +53,26 @@ def test_gpus_without_dask_cuda_says_what_to_install():
     with pytest.raises(ClusterError, match=r"flowtie-dask\[gpu\]"):
         with cluster_client(gpus=1):
             pass
+
+
+def test_gpu_cluster_gets_the_threads_and_reports_a_missing_driver(monkeypatch):
+    """--gpus N --threads T starts LocalCUDACluster with T threads per GPU worker on loopback; without an
+    NVIDIA driver (what pynvml raises then) the user reads "no GPU found"."""
+    import sys
+    import types
+
+    seen = {}
+
+    class NVMLError_LibraryNotFound(Exception):  # noqa: N801 (pynvml's name)
+        pass
+
+    def fake_cluster(**kwargs):
+        seen.update(kwargs)
+        raise NVMLError_LibraryNotFound("NVML Shared Library Not Found")
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=fake_cluster))
+    with pytest.raises(ClusterError, match="no GPU found"):
+        with cluster_client(gpus=2, threads=4):
+            pass
+    assert seen["threads_per_worker"] == 4 and seen["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert seen["host"] == "127.0.0.1"
