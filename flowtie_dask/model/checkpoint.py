@@ -96,9 +96,18 @@ def save_checkpoint(path: str, *, model, meta: dict, optimizer=None) -> str:
 
     record = {"format": FORMAT, "version": __version__, "architecture": model.config(), **meta}
     json.dumps(record)  # refuse anything that is not plain data
-    payload = {"meta_json": json.dumps(record), "state_dict": model.state_dict()}
+    def on_cpu(obj):  # a checkpoint written on a GPU must load on any machine
+        if isinstance(obj, torch.Tensor):
+            return obj.detach().cpu()
+        if isinstance(obj, dict):
+            return {k: on_cpu(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(on_cpu(v) for v in obj)
+        return obj
+
+    payload = {"meta_json": json.dumps(record), "state_dict": on_cpu(model.state_dict())}
     if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
+        payload["optimizer"] = on_cpu(optimizer.state_dict())
     with atomic_path(path, overwrite=True) as tmp:
         torch.save(payload, tmp)
     return os.path.abspath(path)

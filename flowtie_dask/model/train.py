@@ -170,13 +170,15 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
         arch.setdefault("n_pixels", config.n_q or geo.detector_shape[0] * geo.detector_shape[1])
     model = build_model(arch).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history, start_epoch = [], 0
+    history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one resumes
     if resume:
         _, meta, payload = load_checkpoint(out, map_location=device)
         model.load_state_dict(payload["state_dict"])
         if "optimizer" in payload:
             opt.load_state_dict(payload["optimizer"])
         history, start_epoch = meta.get("history", []), int(meta.get("epoch", 0))
+        earlier = dict(meta.get("training", {}))
+        stages = earlier.pop("stages", []) + ([earlier] if earlier else [])
     net = model
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(model)
@@ -221,7 +223,7 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
                 save_checkpoint(out, model=model, optimizer=opt, meta={
                     "optics": optics_record(geos),
                     "training": {**asdict(config), "data": os.path.abspath(data), "train_stores": len(train_stores),
-                                 "validation_stores": len(val_stores), "world_size": world},
+                                 "validation_stores": len(val_stores), "world_size": world, "stages": stages},
                     "epoch": epoch + 1, "history": history})
     if ddp:
         import torch.distributed as dist

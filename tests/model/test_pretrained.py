@@ -20,7 +20,8 @@ def test_the_default_model_is_shipped_small_and_safe():
     assert meta["optics"]["defocus_step_A"] == 20.0
     lo, hi = meta["optics"]["scan_step_A"]
     assert lo < 0.1767 < hi  # the paper's GaAs 2×2-cell scan step
-    assert meta["training"]["train_stores"] >= 30 and meta["training"]["validation_stores"] >= 1
+    first = (meta["training"]["stages"] or [meta["training"]])[0]  # the run the later ones resumed
+    assert first["train_stores"] >= 30 and first["validation_stores"] >= 1 and first["device"] == "cpu"
     assert sum(p.numel() for p in model.parameters()) < 100_000
 
 

@@ -80,7 +80,9 @@ def test_training_writes_a_checkpoint_and_resumes(trained, collection):
     cfg3 = TrainingConfig(**{**cfg.__dict__, "epochs": 3})
     again = train(collection, out, cfg3, resume=True, progress=False, log=lambda s: None)
     assert [r["epoch"] for r in again["history"]] == [1, 2, 3]
-    assert load_checkpoint(out)[1]["epoch"] == 3
+    meta3 = load_checkpoint(out)[1]
+    assert meta3["epoch"] == 3 and meta3["training"]["epochs"] == 3
+    assert [st["epochs"] for st in meta3["training"]["stages"]] == [2]  # the run it resumed
 
 
 @pytest.mark.parametrize("device,workers", [("cpu", 0), ("cpu", 2), pytest.param("cuda", 2, marks=requires_cuda)])
@@ -97,6 +99,8 @@ def test_a_few_training_steps_lower_the_loss(collection, tmp_path, device, worke
     train(collection, out, cfg, progress=False, log=lambda s: None)
     trained, meta, _ = load_checkpoint(out)  # loads on the CPU whatever it trained on
     assert meta["training"]["device"] == device and next(trained.parameters()).device.type == "cpu"
+    raw = torch.load(out, weights_only=True)  # no map_location: a GPU-trained file must hold CPU tensors
+    assert all(t.device.type == "cpu" for t in raw["state_dict"].values())
     ds = TileDataset(open_collection(collection), TileSpec(tile=8, n_q=32), length=64, seed=123)
     batches = list(_batches(ds, 4, np.random.default_rng(5), 3))
     with torch.no_grad():
