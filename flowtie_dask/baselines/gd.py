@@ -4,14 +4,18 @@ Thin-specimen (diagonal A) form. A = diag(O) with O the complex object on the ob
 :meth:`~flowtie_dask.geometry.ReconstructionGeometry.object_grid`; the paper's dense N²×N² form is
 :func:`dense_gd_reconstruct`, for tiny periodic cases. For every scan position r̂ the model is
 
-    E(q; r̂) = F_u[ O(⌊r̂⌋ + u) · P_f(u) ](q) / √(Qx·Qy),      loss = Σ_{r̂, q} (√I(q; r̂) − |E(q; r̂)|)² / S
+    E(q; r̂) = F_u[ O(⌊r̂⌋ + u) · P_f(u) ](q) / √(Qx·Qy),
+    loss = Σ_{r̂, q} (√(I(q; r̂) + ε²) − √(|E(q; r̂)|² + ε²))² / S,      ε = 10⁻³ · rms(√I)
 
 with u the window offsets in FFT order (u = 0 at index 0, signed in [−Q//2, Q − Q//2), wrapped modulo
 the object grid when it is periodic), P_f the in-focus probe window shifted by the position's
 sub-pixel fraction f exactly as :func:`flowtie_dask.projection.shifted_windows` does, and S the number
 of patterns (so the loss is the mean misfit per unit-sum pattern, a fraction of the incident beam).
 |E| in this window frame equals the lab-frame far-field amplitude of DESIGN §2, since the two differ by
-the phase ramp e^{−2πi q·r̂} only. The probe stays fixed at the metadata's probe (the paper initialises
+the phase ramp e^{−2πi q·r̂} only. The ε (:data:`AMPLITUDE_EPS`) keeps the gradient defined where E = 0 —
+without it the dark-field steps from the flat start followed FFT round-off and CPU and GPU runs
+diverged — and leaves the exact object a zero-loss minimum; the majorisation below still holds, as
+√(|E|²+ε²) is the norm of the vector (E, ε). The probe stays fixed at the metadata's probe (the paper initialises
 it as the aberration-free PSF; ours carries the stored aberrations).
 
 Parametrisation and optimiser: O is optimised **directly as a complex array** (the diagonal of the
@@ -26,7 +30,7 @@ curvature is at most 2·max illumination/S, so every step with 0 < lr < 2 lowers
 descent guaranteed without tuning and independent of scan size, detector size or dose. The guarantee
 needs the loss to be majorised by a quadratic in the parameters, which holds for complex O but not for
 O = exp(a + iφ); Adam needs an lr tuned to the object's phase range and does not descend monotonically.
-Measured (32×32 scan, 32×32 detector, 0.2 Å, 300 kV, 20 mrad, focus only, noise-free single-slice
+Measured before the ε was added (32×32 scan, 32×32 detector, 0.2 Å, 300 kV, 20 mrad, focus only, noise-free single-slice
 data, 100 iterations; final loss per pattern / phase MSE in rad²):
 
 ===========================  ============================  =============================
