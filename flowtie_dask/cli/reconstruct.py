@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
     p.add_argument("--iterations", type=positive_int, default=100, help="gradient-descent iterations (--method gd)")
+    p.add_argument("--initial", default=None, metavar="RESULT",
+                   help="--method gd: start from the phase of an earlier result of this scan (e.g. a FlowTIE one; "
+                        "10 iterations then reach what 100 reach from a flat start)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
     add_cluster_options(p, default_workers="0 = in-process threads")
     p.set_defaults(run=run)
@@ -46,11 +49,16 @@ def run(args: argparse.Namespace) -> int:
     periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
     tile = "auto" if args.tile_size is None else (args.tile_size[0], args.tile_size[-1])
     device = "gpu" if args.gpus else "cpu"
+    if args.initial is not None and args.method != "gd":
+        raise ValueError("--initial is for --method gd (a starting object for gradient descent)")
     if args.method == "gd":
         from ..baselines.gd import gd_reconstruct_store
+        from ..results import open_result
 
+        initial = open_result(args.initial) if args.initial is not None else None
         result = gd_reconstruct_store(args.store, iterations=args.iterations, periodic=periodic,
-                                      device="cuda" if args.gpus else "cpu", progress=not args.no_progress)
+                                      device="cuda" if args.gpus else "cpu", progress=not args.no_progress,
+                                      initial=initial)
     else:
         workers = 0 if args.workers is None else args.workers
         with cluster_client(**{**cluster_kwargs(args), "workers": workers},

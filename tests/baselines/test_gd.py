@@ -135,6 +135,12 @@ def test_store_entry_point_returns_a_reconstruction_result(tmp_path, weak):
     assert res.attrs["final_loss"] == res.attrs["losses"][-1] < 1e-3 * res.attrs["losses"][0]
     np.testing.assert_allclose(res.illumination, 0.25, rtol=1e-3)  # unit-norm probe, 4 pixels per position
     assert phase_mse(res.phase, truth) < 1e-2 * truth.var()  # 20 iterations: measured 2.7e-6 rad²
+    # a warm start from that result begins where it ended; a result of another grid is refused
+    again = gd_reconstruct_store(open_scan_store(path), iterations=2, initial=res, progress=False)
+    assert again.attrs["initial"] == "given" and again.attrs["initial_loss"] < 0.1 * res.attrs["initial_loss"]
+    with pytest.raises(ValueError, match="not this scan's object grid"):
+        gd_reconstruct_store(path, iterations=1, initial=dataclasses.replace(res, pixel_size=(0.3, 0.3)),
+                             progress=False)
 
 
 def test_memory_check_refuses_a_scan_that_does_not_fit(weak, monkeypatch):
@@ -169,3 +175,13 @@ def test_gd_on_cuda_equals_cpu(weak):
     obj_g, loss_g = gd_reconstruct(inten, geo, iterations=10, device="cuda")
     np.testing.assert_allclose(loss_g, loss_c, rtol=1e-3)
     assert phase_mse(np.angle(obj_g), np.angle(obj_c)) < 1e-8
+
+
+def test_a_warm_start_begins_where_the_last_run_ended(weak, weak_gd):
+    inten, geo, _ = weak
+    obj, losses, _ = weak_gd
+    for parametrization in ("complex", "phase"):
+        _, again = gd_reconstruct(inten, geo, iterations=2, initial=obj, parametrization=parametrization)
+        assert again[0] == pytest.approx(losses[-1], rel=1e-2, abs=1e-12) and again[0] < 1e-6 * losses[0]
+    with pytest.raises(ValueError, match="initial object has shape"):
+        gd_reconstruct(inten, geo, iterations=1, initial=obj[:-1])

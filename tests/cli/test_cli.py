@@ -133,3 +133,14 @@ def test_reconstruct_with_gradient_descent(tmp_path, capsys):
     res = open_result(str(result))
     assert res.attrs["method"] == "gd" and res.attrs["iterations"] == 20
     assert res.attrs["final_loss"] < res.attrs["initial_loss"]
+    # a warm start from a TIE result of the same scan begins below the flat start
+    tie, warm = tmp_path / "tie.zarr", tmp_path / "warm.zarr"
+    assert main(["reconstruct", str(store), "--out", str(tie), "--no-progress"]) == 0
+    assert main(["reconstruct", str(store), "--method", "gd", "--iterations", "5", "--initial", str(tie),
+                 "--out", str(warm), "--no-progress"]) == 0
+    w = open_result(str(warm))
+    assert w.attrs["initial"] == "given" and w.attrs["initial_loss"] < res.attrs["initial_loss"]
+    assert main(["reconstruct", str(store), "--initial", str(tie), "--out", str(tmp_path / "x.zarr"),
+                 "--no-progress"]) == 2
+    assert "--initial is for --method gd" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
