@@ -96,6 +96,7 @@ def save_checkpoint(path: str, *, model, meta: dict, optimizer=None) -> str:
 
     record = {"format": FORMAT, "version": __version__, "architecture": model.config(), **meta}
     json.dumps(record)  # refuse anything that is not plain data
+
     def on_cpu(obj):  # a checkpoint written on a GPU must load on any machine
         if isinstance(obj, torch.Tensor):
             return obj.detach().cpu()
