@@ -103,16 +103,11 @@ def cluster_client(
             client = Client(scheduler_file=scheduler_file, timeout="20s")
         elif scheduler is not None:
             client = Client(scheduler, timeout="20s")
-        elif gpus:
-            if threads < 1:
-                raise ClusterError(f"--threads must be ≥ 1, got {threads}")
-            cluster = _local_gpu(gpus, threads, host, dashboard)
-            client = Client(cluster)
         else:
             n = workers if workers is not None else (os.cpu_count() or 1)
             if n < 0 or threads < 1:
                 raise ClusterError(f"--workers must be ≥ 0 and --threads ≥ 1, got {workers} and {threads}")
-            cluster = _local_cpu(n, threads, host, dashboard)
+            cluster = _local_gpu(gpus, threads, host, dashboard) if gpus else _local_cpu(n, threads, host, dashboard)
             client = Client(cluster)
     except ClusterError:
         raise

@@ -467,6 +467,7 @@ def gd_reconstruct(
         raise ValueError(f"intensity must have shape (3, Rx, Ry, Qx, Qy), got {intensity.shape}")
     scans = _scans_used(geometry, use_all_defocus)
     shape, _ = geometry.object_grid(periodic=periodic)
+    initial = _check_initial(initial, shape)  # before any work
     n_pos = intensity.shape[1] * intensity.shape[2]
     dev = _torch_device(device)
     batch = _plan_batch(n_pos * len(scans), n_pos, geometry.detector_shape, shape, device, batch_size)
@@ -478,7 +479,7 @@ def gd_reconstruct(
     del data
     return _run(sqrt_i, geometry, scans, periodic=periodic, dev=dev, batch=batch, iterations=iterations, lr=lr,
                 optimizer=optimizer, parametrization=parametrization, callback=callback,
-                return_details=return_details, initial=_check_initial(initial, shape))
+                return_details=return_details, initial=initial)
 
 
 def _check_initial(initial, shape):

@@ -38,8 +38,9 @@ def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "a
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help=f"worker processes of a local CPU cluster (default: {default_workers}); "
                         "0 runs in this process with threads and no dashboard")
-    g.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per worker (default: 1); with --gpus, threads per GPU worker, which "
-                        "overlap reading Zarr with GPU work")
+    g.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                   help="threads per worker (default: 1); with --gpus, threads per GPU worker, which overlap "
+                        "reading Zarr with GPU work")
     g.add_argument("--gpus", type=positive_int, default=0, metavar="N",
                    help="one worker per GPU through dask-cuda (needs the [gpu] extra)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",

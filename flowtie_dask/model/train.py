@@ -138,20 +138,18 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
     from .checkpoint import load_checkpoint, optics_record, save_checkpoint
     from .dataset import TileDataset, TileSpec, split_members
 
-    rank, world = 0, 1
-    if ddp:
-        import torch.distributed as dist
-
-        if config.device == "cuda" and torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
     device = config.device
-    if device == "cuda":
+    if device == "cuda":  # this process's GPU, set before NCCL starts
         if not torch.cuda.is_available():
             raise RuntimeError("no GPU found: train with --device cpu")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
+    rank, world = 0, 1
+    if ddp:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(config.seed + rank)
     train_stores, val_stores = split_members(data, seed=config.seed)
     if not val_stores:
