@@ -7,7 +7,9 @@
 # Each step runs under its own time limit and reports its exit status; the log goes to OUTDIR/gpu_check.log.
 # Steps: the GPU tests; Table 1 on the GPU; the CLI with --gpus 1 (simulate, reconstruct, evaluate); a large
 # scan's throughput on the GPU; a training set simulated on the GPU; training under torchrun (DDP, NCCL)
-# with DataLoader workers; the paper's full-size architecture (all 4096 detector pixels) on the GPU.
+# with DataLoader workers; the paper's full-size architecture (all 4096 detector pixels) on the GPU;
+# (longtrain) a larger collection simulated on the GPU and the CPUs at once, and two models trained on it
+# from memory side by side, each then run on Table 1 (SIM_GPU_COUNT, SIM_CPU_COUNT, TRAIN_SECONDS).
 set -u
 OUTDIR=${1:-gpu_check_out}
 mkdir -p "$OUTDIR"
@@ -75,6 +77,28 @@ finetune() {  # continue the shipped model on the GPU collection, then Table 1 w
     cp "$W/finetuned.pt" "$OUTDIR"/
     step table1-finetuned 120 python3 benchmarks/reconstruct_table1.py --device gpu --methods flowtie \
         --model "$W/finetuned.pt" --out "$W/t1ft"
+}
+
+longtrain() {  # a larger training set (GPU and CPU simulation side by side), two models trained side by side
+    local n_gpu=${SIM_GPU_COUNT:-40} n_cpu=${SIM_CPU_COUNT:-40} secs=${TRAIN_SECONDS:-240}
+    local sim="--lateral-size 11.5 --thickness-cells-range 1 5 --scan-pixels 64 --detector-pixels 64 --no-progress"
+    step collection-gpu+cpu 220 bash -c "$FD simulate random-cubic --count $n_gpu --seed 100 $sim --gpus 1 \
+        --out $W/simg > $W/simg.log 2>&1 & $FD simulate random-cubic --count $n_cpu --seed $((100 + n_gpu)) $sim \
+        --workers ${SIM_CPU_WORKERS:-10} --threads 1 --out $W/simc > $W/simc.log 2>&1; wait; tail -n 2 $W/sim?.log"
+    cp flowtie_dask/model/pretrained/flowtie_default.pt "$W/A.pt"
+    local common="--in-memory --loader-workers 6 --device cuda --tile 16 --n-q 256 --lr-schedule cosine \
+        --time-limit $secs --epochs 100000 --steps-per-epoch 100 --no-progress"
+    # A: the shipped model continued; B: a deeper, wider shared model from scratch
+    step train-A+B $((secs + 90)) bash -c "$FD train $W/simg $W/simc --out $W/A.pt --resume --batch-size 8 \
+        --lr 1e-3 $common > $OUTDIR/train_A.log 2>&1 & $FD train $W/simg $W/simc --out $W/B.pt --hidden 48 \
+        --depth 6 --batch-size 16 --lr 2e-3 $common > $OUTDIR/train_B.log 2>&1; wait; tail -n 4 $OUTDIR/train_?.log"
+    cp "$W/A.pt" "$W/B.pt" "$OUTDIR"/
+    [ "${LONGTRAIN_TABLE1:-1}" = 1 ] || return 0
+    step table1-A 120 python3 benchmarks/reconstruct_table1.py --device gpu --methods flowtie --model "$W/A.pt" \
+        --out "$W/t1A"
+    mkdir -p "$W/t1B" && cp -r "$W"/t1A/*cells.zarr "$W/t1B"/
+    step table1-B 120 python3 benchmarks/reconstruct_table1.py --device gpu --methods flowtie --model "$W/B.pt" \
+        --out "$W/t1B"
 }
 
 for s in ${STEPS:-tests table1 cli throughput collection ddp paper}; do

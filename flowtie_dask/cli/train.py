@@ -18,15 +18,22 @@ def add_parser(sub) -> None:
                      "Checkpoints record the architecture, optics, sampling, configuration and version. "
                      "Multi-GPU: torchrun --nproc-per-node N -m flowtie_dask.cli.main train … --device cuda --ddp"),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("data", metavar="DATA", help="collection folder (or one scan store) with truth/probe_frame_phase")
+    p.add_argument("data", metavar="DATA", nargs="+",
+                   help="collection folder(s) (or scan stores) with truth/probe_frame_phase; several train together")
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (*.pt)")
     p.add_argument("--architecture", choices=("shared", "paper"), default="shared",
                    help="shared: detector-size-agnostic SharedFlowModel; paper: the paper's FlowPredictorModel")
     p.add_argument("--hidden", type=positive_int, default=None, help="feature channels (default: the model's)")
+    p.add_argument("--depth", type=positive_int, default=None,
+                   help="k×k convolutions of the shared model, ≥ 2 (default: the model's)")
     p.add_argument("--epochs", type=positive_int, default=10, help="passes of --steps-per-epoch steps each")
     p.add_argument("--steps-per-epoch", type=positive_int, default=50, help="optimiser steps per epoch")
     p.add_argument("--batch-size", type=positive_int, default=4, help="tiles per step")
     p.add_argument("--lr", type=positive_float, default=1e-4, help="AdamW learning rate")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="cosine: lr decays to lr/20 over this run's epochs (or its --time-limit, whichever ends first)")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="stop after the epoch that reaches this many seconds of training (checkpoint written)")
     p.add_argument("--alpha", type=float, default=1.0, help="weight of L_vf (vector field)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of L_cont (continuity)")
     p.add_argument("--gamma", type=float, default=1.0, help="weight of L_phase (phase on the complex wave)")
@@ -37,6 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
     p.add_argument("--loader-workers", type=nonnegative_int, default=0, metavar="N",
                    help="processes reading tiles from Zarr (0 = in the training process); a GPU needs several")
+    p.add_argument("--in-memory", action="store_true",
+                   help="read the collection into host memory once (needs its float32 size free); loader workers share it")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel under torchrun")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the tiles and the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,11 +57,18 @@ def run(args: argparse.Namespace) -> int:
     arch = {"name": "SharedFlowModel" if args.architecture == "shared" else "FlowPredictorModel"}
     if args.hidden:
         arch["hidden"] = args.hidden
+    if args.depth:
+        if args.architecture != "shared":
+            raise ValueError("--depth applies to --architecture shared only (the paper model has a fixed depth)")
+        arch["depth"] = args.depth
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta,
                          gamma=args.gamma, tile=args.tile, n_q=args.n_q or None, steps_per_epoch=args.steps_per_epoch,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-                         loader_workers=args.loader_workers, architecture=arch)
-    result = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, ddp=args.ddp,
+                         loader_workers=args.loader_workers, lr_schedule=args.lr_schedule,
+                         time_limit=args.time_limit, in_memory=args.in_memory,
+                         architecture=arch)
+    data = args.data if len(args.data) > 1 else args.data[0]
+    result = train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress, ddp=args.ddp,
                    log=lambda s: print(s, file=sys.stderr))
     last = result["history"][-1] if result["history"] else None
     print(f"wrote {args.out}" + (f" (validation loss {last['validation']['total']:.5g})" if last else ""))

@@ -4,6 +4,7 @@ probe-frame truth, as torch tensors (DESIGN §3 conventions; scan axes last, det
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,13 +34,26 @@ class TileSpec:
     n_q: int | None = 256
 
 
-def split_members(path: str, *, validation: float = 0.1, seed: int = 0):
+def split_members(path, *, validation: float = 0.1, seed: int = 0):
     """Split a collection's stores into training and validation sets (by structure, seeded).
+
+    Parameters
+    ----------
+    path : str or list of str
+        A collection folder (or scan store); several are split one by one and the parts concatenated.
+    validation : float
+        Fraction of each collection's structures held out (at least one when it has two or more).
+    seed : int
 
     Returns
     -------
     train, validation : list of str
     """
+    if not isinstance(path, (str, os.PathLike)):
+        parts = [split_members(p, validation=validation, seed=seed) for p in path]
+        if not parts:
+            raise ValueError("no training data given")
+        return [s for t, _ in parts for s in t], [s for _, v in parts for s in v]
     members = open_collection(path)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(members))
@@ -64,48 +78,79 @@ class TileDataset:
     length : int
         Items per epoch.
     seed : int
+    in_memory : bool
+        Read every store's intensities and truth into host memory once, here (threads over stores), instead
+        of reading each tile from Zarr. A random tile overlaps up to four scan chunks of every defocus, so a
+        lazy read decompresses up to 16× the tile; held in memory, a GPU is no longer waiting for reads.
+        Needs the stores' float32 size in free memory (checked first: a ValueError says how much). Items are
+        identical either way. Forked DataLoader workers share the arrays; spawned ones would each reload them.
     """
 
-    def __init__(self, stores, spec: TileSpec = TileSpec(), *, length: int = 256, seed: int = 0):
+    def __init__(self, stores, spec: TileSpec = TileSpec(), *, length: int = 256, seed: int = 0,
+                 in_memory: bool = False):
         if not stores:
             raise ValueError("no training stores")
         self.stores = list(stores)
         self.spec = spec
         self.length = int(length)
         self.seed = int(seed)
+        self.in_memory = bool(in_memory)
         self._open = {}
+        need = 0
         for s in self.stores:
             st = open_scan_store(s)
             if st.truth is None or "probe_frame_phase" not in st.truth:
                 raise ValueError(f"{s!r} has no truth/probe_frame_phase: simulate training data with --probe-frame")
             if min(st.scan_shape) < spec.tile:
                 raise ValueError(f"{s!r} has a {st.scan_shape} scan, smaller than the {spec.tile}-position tile")
+            need += 4 * (int(np.prod(st.intensity.shape)) + int(np.prod(st.truth["probe_frame_phase"].shape)))
+        if self.in_memory:
+            from ..baselines.gd import MEMORY_HEADROOM, available_memory
+
+            avail = available_memory("cpu")
+            if need > MEMORY_HEADROOM * avail:
+                raise ValueError(f"holding {len(self.stores)} stores in memory needs {need / 2**30:.1f} GiB, more than "
+                                 f"{MEMORY_HEADROOM:.0%} of the {avail / 2**30:.1f} GiB available; "
+                                 "train without --in-memory (tiles are then read from Zarr)")
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(8, len(self.stores))) as pool:
+                for path, entry in zip(self.stores, pool.map(self._load, self.stores)):
+                    self._open[path] = entry
+        self.nbytes = need
 
     def __len__(self) -> int:
         return self.length
 
-    def __getstate__(self):  # DataLoader workers (spawned) reopen the stores themselves
+    def __getstate__(self):  # DataLoader workers (spawned) reopen (and, in memory, reload) the stores themselves
         return {**self.__dict__, "_open": {}}
+
+    def _load(self, path):
+        """(intensity, truth phase, geometry, mean in-focus pattern): Zarr arrays, or NumPy ones in memory."""
+        st = open_scan_store(path)
+        geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
+                                                   detector_shape=st.detector_shape)
+        inten, phase = st.intensity, st.truth["probe_frame_phase"]
+        if self.in_memory:
+            inten, phase = np.asarray(inten[...], dtype=np.float32), np.asarray(phase[...], dtype=np.float32)
+        mean = np.asarray(inten[1, :: max(1, st.scan_shape[0] // 8), :: max(1, st.scan_shape[1] // 8)])
+        return inten, phase, geo, mean.mean(axis=(0, 1)).ravel()
 
     def _store(self, path):
         if path not in self._open:
-            st = open_scan_store(path)
-            geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
-                                                       detector_shape=st.detector_shape)
-            mean = np.asarray(st.intensity[1, :: max(1, st.scan_shape[0] // 8), :: max(1, st.scan_shape[1] // 8)])
-            self._open[path] = (st, geo, mean.mean(axis=(0, 1)).ravel())
+            self._open[path] = self._load(path)
         return self._open[path]
 
     def __getitem__(self, index: int):
         import torch
 
         rng = np.random.default_rng([self.seed, int(index)])
-        st, geo, mean_pattern = self._store(self.stores[rng.integers(len(self.stores))])
+        intensity, truth, geo, mean_pattern = self._store(self.stores[rng.integers(len(self.stores))])
         t = self.spec.tile
-        x0 = int(rng.integers(0, st.scan_shape[0] - t + 1))
-        y0 = int(rng.integers(0, st.scan_shape[1] - t + 1))
-        inten = np.asarray(st.intensity[:, x0:x0 + t, y0:y0 + t], dtype=np.float32)
-        phase = np.asarray(st.truth["probe_frame_phase"][x0:x0 + t, y0:y0 + t], dtype=np.float32)
+        x0 = int(rng.integers(0, geo.scan_shape[0] - t + 1))
+        y0 = int(rng.integers(0, geo.scan_shape[1] - t + 1))
+        inten = np.asarray(intensity[:, x0:x0 + t, y0:y0 + t], dtype=np.float32)
+        phase = np.asarray(truth[x0:x0 + t, y0:y0 + t], dtype=np.float32)
         didz, i0 = defocus_derivative(inten, geo.c10)
         p = i0.shape[-1] * i0.shape[-2]
         qx, qy = geo.q_vectors()

@@ -8,6 +8,7 @@ its own tiles (seeded by rank), gradients are averaged by DDP, rank 0 writes che
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -15,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["TrainingConfig", "train"]
+__all__ = ["TrainingConfig", "train", "COSINE_FLOOR", "scheduled_lr"]
+
+#: The cosine schedule ends at this fraction of the configured learning rate.
+COSINE_FLOOR = 0.05
 
 
 @dataclass
@@ -29,6 +33,12 @@ class TrainingConfig:
         Tiles per step.
     lr : float
         AdamW learning rate (paper: 1e-4).
+    lr_schedule : {"constant", "cosine"}
+        cosine: per epoch, lr·(f + (1 − f)·½(1 + cos πp)) with f = :data:`COSINE_FLOOR` and p the run's
+        progress, the larger of (epochs done in this run)/(epochs this run) and elapsed/``time_limit``
+        — a resumed run starts its own decay.
+    time_limit : float or None
+        Seconds of training after which the run stops at the end of the current epoch (and checkpoints).
     weight_decay : float
     alpha, beta, gamma : float
         Weights of L_vf, L_cont, L_phase (paper: 1, 1, 1).
@@ -46,6 +56,10 @@ class TrainingConfig:
     loader_workers : int
         Processes reading tiles from Zarr (torch DataLoader, spawned); 0 reads in the training process.
         Reading, not the model, limits a GPU: a 16×16×256 tile takes ~0.1 s on one core.
+    in_memory : bool
+        Hold the training and validation stores in host memory (read once, see
+        :class:`~flowtie_dask.model.dataset.TileDataset`); for a GPU with a collection that fits in RAM.
+        Loader workers are then forked and share that memory (they cut tiles, they never touch CUDA).
     architecture : dict
         ``{"name": "SharedFlowModel" | "FlowPredictorModel", **kwargs}``.
     """
@@ -65,7 +79,27 @@ class TrainingConfig:
     seed: int = 0
     device: str = "cpu"
     loader_workers: int = 0
+    lr_schedule: str = "constant"
+    time_limit: float | None = None
+    in_memory: bool = False
     architecture: dict = field(default_factory=lambda: {"name": "SharedFlowModel"})
+
+
+def scheduled_lr(config: "TrainingConfig", progress: float) -> float:
+    """Learning rate at a run's progress ``progress`` ∈ [0, 1] (see ``TrainingConfig.lr_schedule``).
+
+    Returns
+    -------
+    float
+        ``config.lr`` for the constant schedule; the cosine from ``config.lr`` down to
+        ``COSINE_FLOOR · config.lr`` otherwise.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}: use 'constant' or 'cosine'")
+    p = min(max(float(progress), 0.0), 1.0)
+    return config.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 class _RandomIndices:
@@ -83,9 +117,35 @@ def _training_batches(dataset, batch_size, rng, workers, pin):
     """Endless iterator of stacked batches (dicts of tensors with a leading batch axis)."""
     from torch.utils.data import DataLoader
 
-    extra = dict(multiprocessing_context="spawn", prefetch_factor=4, persistent_workers=True) if workers else {}
+    import multiprocessing
+
+    # A collection held in memory is shared with forked workers (copy-on-write, read-only); otherwise workers
+    # are spawned and open the stores themselves (fork after CUDA starts is not safe for code that uses it).
+    fork = getattr(dataset, "in_memory", False) and "fork" in multiprocessing.get_all_start_methods()
+    extra = dict(multiprocessing_context="fork" if fork else "spawn", prefetch_factor=4,
+                 persistent_workers=True) if workers else {}
     return iter(DataLoader(dataset, batch_size=batch_size, sampler=_RandomIndices(len(dataset), rng),
                            num_workers=workers, pin_memory=pin, **extra))
+
+
+def _agreed(value, ddp: bool):
+    """The largest of ``value`` over the DDP ranks (so all ranks stop, and step, alike); ``value`` alone without."""
+    if not ddp:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(value)], dtype=torch.float64,
+                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return type(value)(t.item()) if not isinstance(value, bool) else bool(t.item())
+
+
+def _abspaths(data):
+    """The data argument as recorded in a checkpoint: one absolute path, or a list of them."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.path.abspath(data)
+    return [os.path.abspath(d) for d in data]
 
 
 def _batches(dataset, batch_size, rng, steps):
@@ -107,14 +167,15 @@ def _loss(model, batch, cfg, device):
                         boundary="mirror")
 
 
-def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, progress: bool = True,
+def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progress: bool = True,
           ddp: bool = False, log=print) -> dict:
     """Train a model on a collection (or one store) with probe-frame truth and write checkpoints.
 
     Parameters
     ----------
-    data : str
-        Collection folder from ``flowtie-dask simulate random-cubic --count N`` or one scan store.
+    data : str or list of str
+        Collection folder from ``flowtie-dask simulate random-cubic --count N`` or one scan store; or several,
+        each split 0.9/0.1 by structure and the parts joined (so collections simulated apart train together).
     out : str
         Checkpoint path (``*.pt``); also written every ``checkpoint_every`` epochs.
     config : TrainingConfig
@@ -138,6 +199,7 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
     from .checkpoint import load_checkpoint, optics_record, save_checkpoint
     from .dataset import TileDataset, TileSpec, split_members
 
+    scheduled_lr(config, 0.0)  # an unknown schedule stops here, before anything is read
     device = config.device
     if device == "cuda":  # this process's GPU, set before NCCL starts
         if not torch.cuda.is_available():
@@ -155,8 +217,14 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
     if not val_stores:
         val_stores = train_stores
     spec = TileSpec(tile=config.tile, n_q=config.n_q)
-    train_set = TileDataset(train_stores, spec, length=10**6, seed=config.seed + 1000 * rank)
-    val_set = TileDataset(val_stores, spec, length=config.validation_tiles, seed=config.seed + 999)
+    t_load = time.perf_counter()
+    train_set = TileDataset(train_stores, spec, length=10**6, seed=config.seed + 1000 * rank,
+                            in_memory=config.in_memory)
+    val_set = TileDataset(val_stores, spec, length=config.validation_tiles, seed=config.seed + 999,
+                          in_memory=config.in_memory)
+    if config.in_memory and rank == 0:
+        log(f"read {len(train_stores) + len(val_stores)} stores "
+            f"({(train_set.nbytes + val_set.nbytes) / 2**30:.1f} GiB) into memory in {time.perf_counter() - t_load:.0f} s")
     geos = []
     for path in train_stores:
         st = open_scan_store(path)
@@ -184,6 +252,12 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
     stream = _training_batches(train_set, config.batch_size, rng, config.loader_workers, device.startswith("cuda"))
     t0 = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
+        progress_run = (epoch - start_epoch) / max(1, config.epochs - start_epoch)
+        if config.time_limit:
+            progress_run = max(progress_run, (time.perf_counter() - t0) / config.time_limit)
+        lr = scheduled_lr(config, _agreed(progress_run, ddp))
+        for group in opt.param_groups:
+            group["lr"] = lr
         net.train()
         terms_sum, n = {}, 0
         batches = (next(stream) for _ in range(config.steps_per_epoch))
@@ -212,17 +286,22 @@ def train(data: str, out: str, config: TrainingConfig, *, resume: bool = False, 
                     val_sum.setdefault(k, []).append(float(v))
         row = {"epoch": epoch + 1, "train": {k: v / n for k, v in terms_sum.items()},
                "validation": {k: float(np.mean(v)) for k, v in val_sum.items()},
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "lr": lr}
         history.append(row)
+        timed_out = bool(config.time_limit) and _agreed(row["seconds"] >= config.time_limit, ddp)
         if rank == 0:
             log(f"epoch {epoch + 1}: train {row['train']['total']:.5g}  validation {row['validation']['total']:.5g}  "
-                f"({row['seconds']:.0f} s)")
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                f"lr {lr:.3g}  ({row['seconds']:.0f} s)")
+            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs or timed_out:
                 save_checkpoint(out, model=model, optimizer=opt, meta={
                     "optics": optics_record(geos),
-                    "training": {**asdict(config), "data": os.path.abspath(data), "train_stores": len(train_stores),
+                    "training": {**asdict(config), "data": _abspaths(data), "train_stores": len(train_stores),
                                  "validation_stores": len(val_stores), "world_size": world, "stages": stages},
                     "epoch": epoch + 1, "history": history})
+        if timed_out:
+            if rank == 0:
+                log(f"stopped after epoch {epoch + 1}: time limit {config.time_limit:g} s reached")
+            break
     if ddp:
         import torch.distributed as dist
 

@@ -61,6 +61,67 @@ def test_tile_dataset_items(collection):
     assert ds[0]["didz"].shape == (32, 8, 8)
 
 
+def test_in_memory_items_equal_lazy_items(collection):
+    stores = open_collection(collection)
+    lazy = TileDataset(stores, TileSpec(tile=8, n_q=32), length=6, seed=2)
+    held = TileDataset(stores, TileSpec(tile=8, n_q=32), length=6, seed=2, in_memory=True)
+    assert held.nbytes == lazy.nbytes == 4 * 4 * 4 * 16**4  # 4 stores × (3 scans + truth) × 16⁴ float32
+    assert all(isinstance(held._open[s][0], np.ndarray) for s in stores)
+    for i in range(6):
+        a, b = lazy[i], held[i]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_in_memory_gives_the_same_weights(collection, tmp_path):
+    cfg = TrainingConfig(epochs=1, steps_per_epoch=2, batch_size=2, tile=8, n_q=32, validation_tiles=2, lr=1e-3,
+                         architecture={"name": "SharedFlowModel", "hidden": 8, "depth": 3})
+    logs = []
+    train(collection, str(tmp_path / "lazy.pt"), cfg, progress=False, log=lambda s: None)
+    train(collection, str(tmp_path / "held.pt"), TrainingConfig(**{**cfg.__dict__, "in_memory": True,
+                                                                    "loader_workers": 2}),
+          progress=False, log=logs.append)  # forked workers cut the tiles from the shared arrays
+    a, b = load_checkpoint(str(tmp_path / "lazy.pt"))[2], load_checkpoint(str(tmp_path / "held.pt"))[2]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert logs[0].startswith("read 4 stores (0.0 GiB) into memory")
+
+
+def test_cosine_schedule_and_time_limit(collection, tmp_path):
+    from flowtie_dask.model.train import COSINE_FLOOR, scheduled_lr
+
+    cfg = TrainingConfig(epochs=3, steps_per_epoch=1, batch_size=2, tile=8, n_q=32, validation_tiles=2, lr=1e-3,
+                         lr_schedule="cosine", architecture={"name": "SharedFlowModel", "hidden": 8, "depth": 3})
+    assert scheduled_lr(cfg, 0) == 1e-3 and scheduled_lr(cfg, 1) == pytest.approx(COSINE_FLOOR * 1e-3)
+    assert scheduled_lr(cfg, 0.5) == pytest.approx(1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) / 2))
+    assert scheduled_lr(TrainingConfig(lr=2e-4), 0.7) == 2e-4
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        train(collection, str(tmp_path / "x.pt"), TrainingConfig(lr_schedule="step"), progress=False,
+              log=lambda s: None)
+    out = str(tmp_path / "cos.pt")
+    hist = train(collection, out, cfg, progress=False, log=lambda s: None)["history"]
+    assert [r["lr"] for r in hist] == pytest.approx([scheduled_lr(cfg, e / 3) for e in range(3)])
+    # a time limit ends the run after the epoch that reaches it, with a checkpoint even between K epochs
+    logs = []
+    timed = TrainingConfig(**{**cfg.__dict__, "epochs": 50, "time_limit": 1e-3, "checkpoint_every": 10})
+    hist = train(collection, str(tmp_path / "t.pt"), timed, progress=False, log=logs.append)["history"]
+    assert len(hist) == 1 and load_checkpoint(str(tmp_path / "t.pt"))[1]["epoch"] == 1
+    assert logs[-1] == "stopped after epoch 1: time limit 0.001 s reached"
+
+
+def test_several_collections_are_split_one_by_one(collection):
+    one = split_members(collection, seed=3)
+    assert split_members([collection], seed=3) == one
+    both = split_members([collection, collection], seed=3)
+    assert both == (one[0] * 2, one[1] * 2)
+
+
+def test_in_memory_refuses_a_collection_larger_than_memory(collection, monkeypatch):
+    import flowtie_dask.baselines.gd as gd
+
+    monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**20)
+    with pytest.raises(ValueError, match="needs 0.0 GiB, more than 70% of the 0.0 GiB available; train without --in-memory"):
+        TileDataset(open_collection(collection), TileSpec(tile=8, n_q=32), in_memory=True)
+
+
 def test_store_without_probe_frame_truth_is_refused(tmp_path):
     path = simulate_to_store(SimulationParameters(material="GaAs", lateral_cells=1, scan_pixels=8, detector_pixels=8,
                                                   gpts=16), str(tmp_path / "s.zarr"), progress=False)
