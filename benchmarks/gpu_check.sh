@@ -50,7 +50,8 @@ cli() {
 }
 
 throughput() {
-    step throughput-gpu 150 python3 benchmarks/reconstruct_throughput.py --repeat "${THROUGHPUT_REPEAT:-4}" --gpus 1 --out "$W/thr"
+    step throughput-gpu 150 python3 benchmarks/reconstruct_throughput.py --repeat "${THROUGHPUT_REPEAT:-4}" --gpus 1 \
+        --threads ${THROUGHPUT_THREADS:-1} --out "$W/thr"
 }
 
 collection() {

@@ -1,7 +1,8 @@
 """Throughput of the distributed reconstruction on a large scan: patterns per second and GB/s for TIE and
 FlowTIE on a local CPU cluster or on GPUs (dask-cuda), with the phase MSE against the truth.
 
-Run:  python benchmarks/reconstruct_throughput.py [--repeat 4] [--gpus 1 | --workers N] [--methods tie flowtie]
+Run:  python benchmarks/reconstruct_throughput.py [--repeat 4] [--gpus 1 | --workers N] [--threads 1 8]
+                                                 [--methods tie flowtie]
 
 The scan: GaAs 2×2 cells, 5.7 Å, at the paper's sampling (64×64 positions over the 11.3 Å supercell, 64×64
 detector, the shipped FlowTIE model's optics), simulated once and repeated R×R times over the scan. The
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["tie", "flowtie"])
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="CPU worker processes (default: all cores)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="threads per worker; several values: one cluster (and row per method) for each")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--out", default="throughput_data")
@@ -64,15 +67,18 @@ def main():
     gbytes = 3 * n_patterns * st.detector_shape[0] * st.detector_shape[1] * 4 / 1e9
     where = f"{args.gpus} GPU(s), dask-cuda" if args.gpus else f"CPU, {args.workers or os.cpu_count()} workers"
     print(f"scan {st.scan_shape[0]}×{st.scan_shape[1]}, detector {st.detector_shape}, {gbytes:.2f} GB; {where}")
-    print(f"{'method':8s} {'wall s':>7s} {'patterns/s':>11s} {'MB/s':>6s} {'MSE rad²':>9s}")
-    with cluster_client(workers=args.workers, gpus=args.gpus, dashboard=None, announce=None) as client:
-        for method in args.methods:
-            t0 = time.perf_counter()
-            res = reconstruct_store(big, method=method, tile_size=args.tile, halo=args.halo, client=client,
-                                    progress=False, device="gpu" if args.gpus else "cpu")
-            wall = time.perf_counter() - t0
-            mse = evaluate_result(res, big)["mse"]
-            print(f"{method:8s} {wall:7.1f} {n_patterns / wall:11.0f} {1e3 * gbytes / wall:6.0f} {mse:9.5f}", flush=True)
+    print(f"{'method':8s} {'threads':>7s} {'wall s':>7s} {'patterns/s':>11s} {'MB/s':>6s} {'MSE rad²':>9s}")
+    for threads in args.threads:
+        with cluster_client(workers=args.workers, threads=threads, gpus=args.gpus, dashboard=None,
+                            announce=None) as client:
+            for method in args.methods:
+                t0 = time.perf_counter()
+                res = reconstruct_store(big, method=method, tile_size=args.tile, halo=args.halo, client=client,
+                                        progress=False, device="gpu" if args.gpus else "cpu")
+                wall = time.perf_counter() - t0
+                mse = evaluate_result(res, big)["mse"]
+                print(f"{method:8s} {threads:7d} {wall:7.1f} {n_patterns / wall:11.0f} {1e3 * gbytes / wall:6.0f} "
+                      f"{mse:9.5f}", flush=True)
 
 
 if __name__ == "__main__":
