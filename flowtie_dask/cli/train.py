@@ -40,7 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tile", type=positive_int, default=16, help="scan positions per side of a training tile")
     p.add_argument("--n-q", type=int, default=256, help="detector pixels per tile (0 = all)")
     p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="K", help="epochs between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--resume", action="store_true", help="continue from --out (weights, optimiser, epochs, history)")
+    p.add_argument("--init", metavar="MODEL", default=None,
+                   help="start from this checkpoint's architecture and weights (fine-tune, e.g. for other optics)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
     p.add_argument("--loader-workers", type=nonnegative_int, default=0, metavar="N",
                    help="processes reading tiles from Zarr (0 = in the training process); a GPU needs several")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta,
                          gamma=args.gamma, tile=args.tile, n_q=args.n_q or None, steps_per_epoch=args.steps_per_epoch,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-                         loader_workers=args.loader_workers, lr_schedule=args.lr_schedule,
+                         loader_workers=args.loader_workers, lr_schedule=args.lr_schedule, init_from=args.init,
                          time_limit=args.time_limit, in_memory=args.in_memory,
                          architecture=arch)
     data = args.data if len(args.data) > 1 else args.data[0]

@@ -60,8 +60,12 @@ class TrainingConfig:
         Hold the training and validation stores in host memory (read once, see
         :class:`~flowtie_dask.model.dataset.TileDataset`); for a GPU with a collection that fits in RAM.
         Loader workers are then forked and share that memory (they cut tiles, they never touch CUDA).
+    init_from : str or None
+        Start from this checkpoint's architecture and weights (fine-tuning, e.g. the shipped default for other
+        optics) with a fresh optimiser, epoch count and history; its training record joins ``stages``.
     architecture : dict
-        ``{"name": "SharedFlowModel" | "FlowPredictorModel", **kwargs}``.
+        ``{"name": "SharedFlowModel" | "FlowPredictorModel", **kwargs}``; ignored when resuming or
+        initialising from a checkpoint (its architecture is used).
     """
 
     epochs: int = 10
@@ -82,6 +86,7 @@ class TrainingConfig:
     lr_schedule: str = "constant"
     time_limit: float | None = None
     in_memory: bool = False
+    init_from: str | None = None
     architecture: dict = field(default_factory=lambda: {"name": "SharedFlowModel"})
 
 
@@ -200,6 +205,10 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     from .dataset import TileDataset, TileSpec, split_members
 
     scheduled_lr(config, 0.0)  # an unknown schedule stops here, before anything is read
+    if resume and config.init_from:
+        raise ValueError("give --resume (continue this checkpoint) or --init (start from another's weights), not both")
+    if config.init_from and not os.path.isfile(config.init_from):
+        raise ValueError(f"--init checkpoint {config.init_from!r} does not exist")
     device = config.device
     if device == "cuda":  # this process's GPU, set before NCCL starts
         if not torch.cuda.is_available():
@@ -231,20 +240,22 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
         geos.append(ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                          detector_shape=st.detector_shape))
     geo = geos[0]
-    arch = dict(config.architecture)
-    if arch.get("name") == "FlowPredictorModel":
-        arch.setdefault("n_pixels", config.n_q or geo.detector_shape[0] * geo.detector_shape[1])
-    model = build_model(arch).to(device)
+    history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one continues
+    if resume or config.init_from:  # the architecture is the checkpoint's
+        model, meta, payload = load_checkpoint(out if resume else config.init_from, map_location=device)
+        model.train()
+        earlier = dict(meta.get("training", {}))
+        stages = earlier.pop("stages", []) + ([earlier] if earlier else [])
+    else:
+        arch = dict(config.architecture)
+        if arch.get("name") == "FlowPredictorModel":
+            arch.setdefault("n_pixels", config.n_q or geo.detector_shape[0] * geo.detector_shape[1])
+        model = build_model(arch).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one resumes
     if resume:
-        _, meta, payload = load_checkpoint(out, map_location=device)
-        model.load_state_dict(payload["state_dict"])
         if "optimizer" in payload:
             opt.load_state_dict(payload["optimizer"])
         history, start_epoch = meta.get("history", []), int(meta.get("epoch", 0))
-        earlier = dict(meta.get("training", {}))
-        stages = earlier.pop("stages", []) + ([earlier] if earlier else [])
     net = model
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(model)

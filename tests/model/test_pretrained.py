@@ -32,7 +32,7 @@ def test_default_flowtie_beats_tie_on_gaas(tmp_path):
                                                    detector_pixels=64), str(tmp_path / "gaas.zarr"), progress=False)
     tie = evaluate_result(reconstruct_store(store, progress=False), store)["mse"]
     flowtie = evaluate_result(reconstruct_store(store, method="flowtie", progress=False), store)["mse"]
-    assert flowtie < 0.8 * tie  # measured 0.00147 vs 0.00248 rad²
+    assert flowtie < 0.6 * tie  # measured 0.00120 vs 0.00248 rad² (aim of the issue: 20 % below TIE)
 
 
 def test_default_model_refuses_other_optics(tmp_path, capsys):

@@ -107,6 +107,25 @@ def test_cosine_schedule_and_time_limit(collection, tmp_path):
     assert logs[-1] == "stopped after epoch 1: time limit 0.001 s reached"
 
 
+def test_init_starts_from_another_checkpoint(trained, collection, tmp_path):
+    src, cfg, _ = trained
+    out = str(tmp_path / "tuned.pt")
+    tuned = TrainingConfig(epochs=1, steps_per_epoch=1, batch_size=2, tile=8, n_q=32, validation_tiles=2, lr=1e-12,
+                           init_from=src)  # default architecture asked for: the checkpoint's is used
+    hist = train(collection, out, tuned, progress=False, log=lambda s: None)["history"]
+    model, meta, payload = load_checkpoint(out)
+    source = load_checkpoint(src)[2]["state_dict"]
+    assert meta["architecture"]["hidden"] == 8 and meta["architecture"]["depth"] == 3
+    assert len(hist) == 1 and meta["epoch"] == 1 and meta["training"]["init_from"] == src
+    assert [st["epochs"] for st in meta["training"]["stages"]] == [2]  # the source's run
+    for k, v in payload["state_dict"].items():
+        torch.testing.assert_close(v, source[k], atol=1e-6, rtol=0)  # lr 1e-12: still the source's weights
+    with pytest.raises(ValueError, match="not both"):
+        train(collection, out, tuned, resume=True, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="--init checkpoint 'nope.pt' does not exist"):
+        train(collection, out, TrainingConfig(init_from="nope.pt"), progress=False, log=lambda s: None)
+
+
 def test_several_collections_are_split_one_by_one(collection):
     one = split_members(collection, seed=3)
     assert split_members([collection], seed=3) == one
