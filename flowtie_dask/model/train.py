@@ -54,7 +54,8 @@ class TrainingConfig:
     device : str
         "cpu" or "cuda".
     loader_workers : int
-        Processes reading tiles from Zarr (torch DataLoader, spawned); 0 reads in the training process.
+        Processes cutting tiles (torch DataLoader; spawned, or forked with ``in_memory``); 0 cuts them in
+        the training process.
         Reading, not the model, limits a GPU: a 16×16×256 tile takes ~0.1 s on one core.
     in_memory : bool
         Hold the training and validation stores in host memory (read once, see
@@ -120,9 +121,9 @@ class _RandomIndices:
 
 def _training_batches(dataset, batch_size, rng, workers, pin):
     """Endless iterator of stacked batches (dicts of tensors with a leading batch axis)."""
-    from torch.utils.data import DataLoader
-
     import multiprocessing
+
+    from torch.utils.data import DataLoader
 
     # A collection held in memory is shared with forked workers (copy-on-write, read-only); otherwise workers
     # are spawned and open the stores themselves (fork after CUDA starts is not safe for code that uses it).
