@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="K", help="epochs between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --out (weights, optimiser, epochs, history)")
     p.add_argument("--init", metavar="MODEL", default=None,
-                   help="start from this checkpoint's architecture and weights (fine-tune, e.g. for other optics)")
+                   help="start from this checkpoint's architecture and weights ('default': the shipped model), "
+                        "e.g. to fine-tune for other optics")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
     p.add_argument("--loader-workers", type=nonnegative_int, default=0, metavar="N",
                    help="processes reading tiles from Zarr (0 = in the training process); a GPU needs several")
@@ -56,6 +57,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and report the last epoch."""
+    init = args.init
+    if init == "default":
+        from ..model.checkpoint import default_model_path
+
+        init = default_model_path()
     arch = {"name": "SharedFlowModel" if args.architecture == "shared" else "FlowPredictorModel"}
     if args.hidden:
         arch["hidden"] = args.hidden
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta,
                          gamma=args.gamma, tile=args.tile, n_q=args.n_q or None, steps_per_epoch=args.steps_per_epoch,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-                         loader_workers=args.loader_workers, lr_schedule=args.lr_schedule, init_from=args.init,
+                         loader_workers=args.loader_workers, lr_schedule=args.lr_schedule, init_from=init,
                          time_limit=args.time_limit, in_memory=args.in_memory,
                          architecture=arch)
     data = args.data if len(args.data) > 1 else args.data[0]

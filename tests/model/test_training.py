@@ -126,6 +126,24 @@ def test_init_starts_from_another_checkpoint(trained, collection, tmp_path):
         train(collection, out, TrainingConfig(init_from="nope.pt"), progress=False, log=lambda s: None)
 
 
+def test_cli_train_fine_tunes_the_default_on_two_collections(collection, tmp_path, capsys):
+    from flowtie_dask.cli.main import main
+    from flowtie_dask.model.checkpoint import default_model_path
+
+    out = str(tmp_path / "mine.pt")
+    args = ["train", collection, collection, "--out", out, "--epochs", "1", "--steps-per-epoch", "1",
+            "--batch-size", "1", "--tile", "8", "--n-q", "32", "--lr-schedule", "cosine", "--no-progress"]
+    assert main(args + ["--init", "default"]) == 0
+    _, meta, _ = load_checkpoint(out)
+    source = load_checkpoint(default_model_path())[1]
+    assert meta["architecture"] == source["architecture"] and meta["training"]["init_from"] == default_model_path()
+    assert len(meta["training"]["stages"]) == len(source["training"]["stages"]) + 1
+    assert meta["training"]["train_stores"] == 6 and meta["training"]["data"] == [os.path.abspath(collection)] * 2
+    assert main(args + ["--architecture", "paper", "--depth", "3", "--out", str(tmp_path / "p.pt")]) == 2
+    assert "--depth applies to --architecture shared only" in capsys.readouterr().err
+    assert not (tmp_path / "p.pt").exists()
+
+
 def test_several_collections_are_split_one_by_one(collection):
     one = split_members(collection, seed=3)
     assert split_members([collection], seed=3) == one
