@@ -8,6 +8,7 @@ It then reconstructs the external data with TIE, both FlowTIE models and GD, and
 our own multislice (so a loss can be told apart: optics/training budget vs. the other simulator).
 
 Run:  python benchmarks/flowtie_external.py [--out external_data] [--count 40] [--seconds 300]
+                                           [--variants scratch default]
 
 Prints phase MSE (rad², blind to offset, wraps and a whole-pixel shift, after resampling the truth onto the
 result grid) and wall times.
@@ -69,6 +70,8 @@ def main():
     p.add_argument("--out", default="external_data")
     p.add_argument("--count", type=int, default=40, help="random-cubic training structures")
     p.add_argument("--seconds", type=float, default=300.0, help="training time of each model")
+    p.add_argument("--variants", nargs="+", choices=("scratch", "default"), default=["scratch", "default"],
+                   help="train from scratch and/or from the shipped model")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -79,7 +82,8 @@ def main():
                             count=args.count, thickness_cells_range=(1, 3), progress=False)
         print(f"simulated {args.count} random-cubic structures in {time.perf_counter() - t0:.0f} s", flush=True)
     models = {}
-    for name, init in (("scratch", None), ("from default", default_model_path())):
+    variants = {"scratch": ("scratch", None), "default": ("from default", default_model_path())}
+    for name, init in (variants[v] for v in args.variants):
         path = os.path.join(args.out, f"model_{name.replace(' ', '_')}.pt")
         if not os.path.exists(path):
             cfg = TrainingConfig(epochs=100000, steps_per_epoch=20, batch_size=4, lr=1e-3, lr_schedule="cosine",
