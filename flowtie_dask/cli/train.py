@@ -46,9 +46,11 @@ def add_parser(sub) -> None:
                         "e.g. to fine-tune for other optics")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
     p.add_argument("--loader-workers", type=nonnegative_int, default=0, metavar="N",
-                   help="processes reading tiles from Zarr (0 = in the training process); a GPU needs several")
+                   help="processes cutting tiles, from Zarr or (--in-memory) shared memory; 0 = in the training "
+                        "process; a GPU needs several")
     p.add_argument("--in-memory", action="store_true",
-                   help="read the collection into host memory once (needs its float32 size free); loader workers share it")
+                   help="read the collection into host memory once (needs its float32 size free); loader workers "
+                        "share it")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel under torchrun")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the tiles and the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
