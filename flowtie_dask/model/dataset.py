@@ -96,6 +96,8 @@ class TileDataset:
         self.seed = int(seed)
         self.in_memory = bool(in_memory)
         self._open = {}
+        #: store path → its ReconstructionGeometry
+        self.geometries = {}
         need = 0
         for s in self.stores:
             st = open_scan_store(s)
@@ -103,6 +105,8 @@ class TileDataset:
                 raise ValueError(f"{s!r} has no truth/probe_frame_phase: simulate training data with --probe-frame")
             if min(st.scan_shape) < spec.tile:
                 raise ValueError(f"{s!r} has a {st.scan_shape} scan, smaller than the {spec.tile}-position tile")
+            self.geometries[s] = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
+                                                                      detector_shape=st.detector_shape)
             need += 4 * (int(np.prod(st.intensity.shape)) + int(np.prod(st.truth["probe_frame_phase"].shape)))
         if self.in_memory:
             from ..baselines.gd import MEMORY_HEADROOM, available_memory
@@ -128,8 +132,7 @@ class TileDataset:
     def _load(self, path):
         """(intensity, truth phase, geometry, mean in-focus pattern): Zarr arrays, or NumPy ones in memory."""
         st = open_scan_store(path)
-        geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
-                                                   detector_shape=st.detector_shape)
+        geo = self.geometries[path]
         inten, phase = st.intensity, st.truth["probe_frame_phase"]
         if self.in_memory:
             inten, phase = np.asarray(inten[...], dtype=np.float32), np.asarray(phase[...], dtype=np.float32)

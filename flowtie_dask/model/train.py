@@ -199,8 +199,6 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     """
     import torch
 
-    from ..geometry import ReconstructionGeometry
-    from ..store import open_scan_store
     from .architectures import build_model
     from .checkpoint import load_checkpoint, optics_record, save_checkpoint
     from .dataset import TileDataset, TileSpec, split_members
@@ -235,11 +233,7 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     if config.in_memory and rank == 0:
         log(f"read {len(train_stores) + len(val_stores)} stores "
             f"({(train_set.nbytes + val_set.nbytes) / 2**30:.1f} GiB) into memory in {time.perf_counter() - t_load:.0f} s")
-    geos = []
-    for path in train_stores:
-        st = open_scan_store(path)
-        geos.append(ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
-                                                         detector_shape=st.detector_shape))
+    geos = list(train_set.geometries.values())
     geo = geos[0]
     history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one continues
     if resume or config.init_from:  # the architecture is the checkpoint's
