@@ -533,6 +533,7 @@ def gd_reconstruct_store(
     parametrization: str = "complex",
     batch_size: int | None = None,
     initial=None,
+    form: str = "diagonal",
 ):
     """Gradient-descent baseline on a scan store, as a :class:`~flowtie_dask.pipeline.ReconstructionResult`.
 
@@ -547,6 +548,13 @@ def gd_reconstruct_store(
         complex (Nx, Ny) array on the object grid.
     progress : bool
         A tqdm bar over the iterations (shows the loss).
+    form : {"diagonal", "dense"}
+        ``"diagonal"``: A = diag(O), the thin-specimen object (:func:`gd_reconstruct`, any scan size).
+        ``"dense"``: the paper's literal baseline, a dense A ∈ C^{N²×N²} started at the identity
+        (:func:`dense_gd_reconstruct`; periodic scans whose object grid equals the detector window, at
+        most 64×64, e.g. the Table 1 settings; ``initial``, ``optimizer="gd"|"adam"`` only, no batching),
+        read out as O = diag(A). On a 2-core CPU 100 iterations at 64×64 take ≈ 14 min (two
+        4096² complex products per iteration).
 
     Returns
     -------
@@ -565,10 +573,20 @@ def gd_reconstruct_store(
     from ..store import ScanStore, open_scan_store
 
     start = time.perf_counter()
+    if form not in ("diagonal", "dense"):
+        raise ValueError(f"unknown form {form!r}: use 'diagonal' (A = diag(O)) or 'dense' (the paper's N²×N² A)")
     st = store if isinstance(store, ScanStore) else open_scan_store(store)
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
     periodic = geometry.periodic if periodic is None else bool(periodic)
+    if form == "dense":
+        if not periodic:
+            raise ValueError("the dense form needs a periodic scan (its F₂D is square only on one period): "
+                             "use form='diagonal'")
+        if initial is not None or parametrization != "complex" or batch_size is not None:
+            raise ValueError("the dense form starts from A = I with complex entries and no batching: "
+                             "leave initial, parametrization and batch_size unset")
+        _check_dense(geometry)
     scans = _scans_used(geometry, use_all_defocus)
     shape, origin = geometry.object_grid(periodic=periodic)
     if initial is not None and hasattr(initial, "phase"):
@@ -580,7 +598,8 @@ def gd_reconstruct_store(
     initial = _check_initial(initial, shape)
     n_pos = st.scan_shape[0] * st.scan_shape[1]
     dev = _torch_device(device)
-    batch = _plan_batch(n_pos * len(scans), n_pos, geometry.detector_shape, shape, device, batch_size)
+    batch = None if form == "dense" else _plan_batch(n_pos * len(scans), n_pos, geometry.detector_shape, shape,
+                                                     device, batch_size)
     parts = []
     for s in scans:
         block = geometry.orient(np.asarray(st.intensity[s], dtype=np.float32))
@@ -601,9 +620,21 @@ def gd_reconstruct_store(
             bar.update(1)
 
     try:
-        obj, losses, det = _run(sqrt_i, geometry, scans, periodic=periodic, dev=dev, batch=batch,
-                                iterations=iterations, lr=lr, optimizer=optimizer, parametrization=parametrization,
-                                callback=callback, return_details=True, initial=initial)
+        if form == "dense":
+            t0 = time.perf_counter()
+            a, losses, ill = _dense_run(sqrt_i, geometry, scans, dev=dev, iterations=iterations, lr=lr,
+                                        optimizer=optimizer, callback=callback)
+            obj = np.diag(a).reshape(shape)
+            a_off = float(np.sqrt(max(np.sum(np.abs(a) ** 2) - np.sum(np.abs(obj) ** 2), 0.0) / a.shape[0]))
+            del a
+            det = dict(illumination=ill, origin=origin, batch=None, seconds=time.perf_counter() - t0,
+                       offdiagonal_rms=a_off,
+                       lr=float(lr if lr is not None else (DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM)))
+        else:
+            obj, losses, det = _run(sqrt_i, geometry, scans, periodic=periodic, dev=dev, batch=batch,
+                                    iterations=iterations, lr=lr, optimizer=optimizer,
+                                    parametrization=parametrization, callback=callback, return_details=True,
+                                    initial=initial)
     finally:
         if bar is not None:
             bar.close()
@@ -612,6 +643,7 @@ def gd_reconstruct_store(
     phase = unwrap(np.angle(obj), periodic=periodic, mask=None if periodic else ~lit)
     attrs = {
         "method": "gd",
+        "form": form,
         "iterations": int(iterations),
         "lr": det["lr"],
         "optimizer": optimizer,
@@ -621,7 +653,7 @@ def gd_reconstruct_store(
         "device": device,
         "final_loss": losses[-1],
         "initial_loss": losses[0],
-        "initial": "given" if initial is not None else "O = 1",
+        "initial": "given" if initial is not None else ("A = I" if form == "dense" else "O = 1"),
         "losses": [float(v) for v in losses],
         "seconds": time.perf_counter() - start,
         "seconds_optimisation": det["seconds"],
@@ -629,6 +661,8 @@ def gd_reconstruct_store(
         "flowtie_dask_version": __version__,
         "scan_metadata": {k: v for k, v in st.metadata.to_attrs().items() if k != "provenance"},
     }
+    if form == "dense":  # rms of A's off-diagonal entries per row: how much of the fit is outside the object
+        attrs["offdiagonal_rms"] = det["offdiagonal_rms"]
     return ReconstructionResult(phase=phase, amplitude=np.abs(obj).astype(np.float64), illumination=ill,
                                 pixel_size=geometry.pixel, origin=det["origin"], periodic=periodic, attrs=attrs)
 
@@ -685,38 +719,58 @@ def dense_gd_reconstruct(
     (phase MSE 3.2e-3 rad² against a zero-phase 4.3e-3; correlation with the truth 0.95), where the
     diagonal form recovers the object to 2e-16 rad². This is one reason the paper's GD baseline is weak.
     """
-    import torch
+    intensity = np.asarray(intensity)
+    if intensity.ndim != 5 or intensity.shape[0] != 3:
+        raise ValueError(f"intensity must have shape (3, Rx, Ry, Qx, Qy), got {intensity.shape}")
+    _check_dense(geometry)
+    scans = _scans_used(geometry, use_all_defocus)
+    rx, ry = geometry.scan_shape
+    data = geometry.orient(intensity[scans]).reshape((len(scans), rx * ry) + tuple(geometry.detector_shape))
+    a, losses, _ = _dense_run(_sqrt_fft_order(data), geometry, scans, dev=_torch_device(device),
+                              iterations=iterations, lr=lr, optimizer=optimizer, callback=callback)
+    return a, losses
 
+
+def _check_dense(geometry: ReconstructionGeometry) -> None:
+    """Refuse grids the dense form cannot hold (object grid ≠ detector window, or above 64×64)."""
     shape, _ = geometry.object_grid(periodic=True)
     qx, qy = geometry.detector_shape
     if tuple(shape) != (qx, qy):
         raise ValueError(f"the dense form needs an object grid equal to the detector window; got object {shape}, "
-                         f"detector {(qx, qy)}")
+                         f"detector {(qx, qy)}: use the diagonal form (form='diagonal')")
+    if qx * qy > 4096:
+        raise ValueError(f"the dense A has {qx * qy}² entries; use the diagonal form for grids above 64×64 pixels")
+
+
+def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callback):
+    """Dense-A gradient descent on √I of shape (D, S, Qx, Qy) (FFT order, oriented).
+
+    Returns A (N², N²) complex64 on the host, the losses and Σ_s |P_s(r)|² of the in-focus probe as (Nx, Ny).
+    """
+    import torch
+
+    qx, qy = geometry.detector_shape
     n = qx * qy
-    if n > 4096:
-        raise ValueError(f"the dense A has {n}² entries; use gd_reconstruct for grids above 64×64 pixels")
-    dev = _torch_device(device)
-    intensity = np.asarray(intensity)
-    scans = _scans_used(geometry, use_all_defocus)
     rx, ry = geometry.scan_shape
-    data = geometry.orient(intensity[scans]).reshape(len(scans), rx * ry, qx, qy)
-    sqrt_i = _sqrt_fft_order(data).reshape(len(scans), rx * ry, n).transpose(0, 2, 1)  # (D, N², S)
+    sqrt_i = sqrt_i.reshape(len(scans), rx * ry, n).transpose(0, 2, 1)  # (D, N², S)
     ix, iy = np.meshgrid(np.arange(rx), np.arange(ry), indexing="ij")
     pos = geometry.positions_px(ix.ravel(), iy.ravel(), periodic=True)
     spectra = probe_spectra(geometry, scans)
     # on a periodic grid of the window's size, a Fourier shift by the full position places the probe
     probes = np.stack([shifted_windows(np.broadcast_to(s, (len(pos), qx, qy)), pos).reshape(len(pos), n).T
                        for s in spectra])  # (D, N², S)
+    focus = scans.index(_scans_used(geometry, False)[0]) if len(scans) > 1 else 0
+    illumination = (np.abs(probes[focus]) ** 2).sum(axis=1).reshape(qx, qy)
     big = sum(np.linalg.norm(p, 2) ** 2 for p in probes)
     eps2 = _amplitude_eps2(sqrt_i)
     target = torch.from_numpy(np.ascontiguousarray(np.sqrt(np.square(sqrt_i) + np.float32(eps2)))).to(dev)
     pmat = torch.from_numpy(probes.astype(np.complex64)).to(dev)
+    del probes
     a = torch.eye(n, dtype=torch.complex64, device=dev).requires_grad_(True)
     n_patterns = target.shape[0] * target.shape[2]
 
     class _Dense:
         params = [a]
-        torch_ = torch
 
         def loss(self, *, grad):
             with torch.set_grad_enabled(grad):
@@ -733,4 +787,4 @@ def dense_gd_reconstruct(
         lr = DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM
     losses = _optimise(model, iterations=iterations, lr=float(lr), optimizer=optimizer,
                        curvature=2.0 * float(big) / n_patterns, callback=callback)
-    return a.detach().to("cpu").numpy(), losses
+    return a.detach().to("cpu").numpy(), losses, illumination

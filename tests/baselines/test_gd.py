@@ -143,6 +143,43 @@ def test_store_entry_point_returns_a_reconstruction_result(tmp_path, weak):
                              progress=False)
 
 
+def _write(path, inten, geo, periodic=True):
+    meta = ScanMetadata(energy=300e3, semiangle=20.0, defocus=tuple(-c for c in C10), scan_step=geo.scan_step,
+                        detector_sampling=geo.detector_sampling, detector_center=geo.detector_center,
+                        periodic=periodic)
+    with write_scan_store(path, meta, scan_shape=geo.scan_shape, detector_shape=geo.detector_shape) as g:
+        g["intensity"][:] = inten
+    return path
+
+
+def test_store_entry_point_runs_the_papers_dense_form(tmp_path):
+    """form="dense" on a store gives diag(A) of :func:`dense_gd_reconstruct` as the object, records how
+    much of A sits off the diagonal, and refuses what the dense form cannot hold."""
+    inten, geo, truth = simulate(8, 0.4)
+    path = _write(str(tmp_path / "tiny.zarr"), inten, geo)
+    res = gd_reconstruct_store(path, iterations=30, form="dense", progress=False)
+    a, losses = dense_gd_reconstruct(inten, geo, iterations=30)
+    assert res.attrs["form"] == "dense" and res.attrs["initial"] == "A = I"
+    np.testing.assert_allclose(res.attrs["losses"], losses, rtol=1e-5)
+    obj = np.diag(a).reshape(8, 8)
+    assert phase_mse(res.phase, np.angle(obj)) < 1e-10
+    np.testing.assert_allclose(res.amplitude, np.abs(obj), rtol=1e-5)
+    np.testing.assert_allclose(res.illumination, 1.0, rtol=1e-4)  # unit-norm probe at every pixel
+    assert res.attrs["offdiagonal_rms"] > 1e-3  # the fit leaks off the diagonal (the dense form's weakness)
+    diag = gd_reconstruct_store(path, iterations=30, progress=False)
+    assert phase_mse(diag.phase, truth) < phase_mse(res.phase, truth)  # diagonal form is the stronger baseline
+    with pytest.raises(ValueError, match="unknown form"):
+        gd_reconstruct_store(path, form="sparse")
+    with pytest.raises(ValueError, match="needs a periodic scan"):
+        gd_reconstruct_store(path, form="dense", periodic=False)
+    with pytest.raises(ValueError, match="leave initial"):
+        gd_reconstruct_store(path, form="dense", batch_size=4)
+    part = dataclasses.replace(geo, scan_shape=(4, 4))  # one period of 4 pixels, an 8-pixel window
+    small = _write(str(tmp_path / "part.zarr"), inten[:, :4, :4], part)
+    with pytest.raises(ValueError, match="object grid equal to the detector window.*form='diagonal'"):
+        gd_reconstruct_store(small, form="dense")
+
+
 def test_memory_check_refuses_a_scan_that_does_not_fit(weak, monkeypatch):
     inten, geo, _ = weak
     monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**20)
