@@ -31,6 +31,9 @@ parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="gpu: simulation, TIE/FlowTIE tiles (CuPy, torch through DLPack) and GD (torch) on the GPU")
 parser.add_argument("--dose", type=float, default=None,
                     help="electron dose in e/Å² for Poisson noise (default: noise-free, as the paper)")
+parser.add_argument("--symmetry", choices=("none", "mirror", "d4"), default="none",
+                    help="FlowTIE: average over the specimen's mirrors / the square's 8 symmetries "
+                         "(results go to *_flowtie-<symmetry>.zarr)")
 parser.add_argument("--settings", nargs="+", type=int, default=[0, 1, 2, 3], help="indices into the four settings")
 args = parser.parse_args()
 os.makedirs(args.out, exist_ok=True)
@@ -54,14 +57,16 @@ for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
     row = {"material": material, "thickness": None}
     panels = {}
     for method in args.methods:
-        result_path = os.path.join(args.out, f"{material}_{cells}cells_{method}.zarr")
+        tag = method if method != "flowtie" or args.symmetry == "none" else f"flowtie-{args.symmetry}"
+        result_path = os.path.join(args.out, f"{material}_{cells}cells_{tag}.zarr")
         if os.path.exists(result_path):  # reuse an earlier run (its time is the recorded one)
             res = open_result(result_path)
             wall = res.attrs["seconds"]
         else:
             t0 = time.perf_counter()
             if method in ("tie", "flowtie"):
-                res = reconstruct_store(path, method=method, model=args.model, progress=False, device=args.device)
+                res = reconstruct_store(path, method=method, model=args.model, progress=False, device=args.device,
+                                        symmetry=args.symmetry if method == "flowtie" else "none")
             else:
                 from flowtie_dask.baselines.gd import gd_reconstruct_store
 

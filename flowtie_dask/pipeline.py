@@ -256,6 +256,7 @@ def reconstruct_store(
     phase_method: Callable | None = None,
     model: str | None = None,
     integration: str = "auto",
+    symmetry: str = "none",
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store, tile by tile on Dask.
 
@@ -288,6 +289,9 @@ def reconstruct_store(
         Where predicted gradient fields are integrated: within each haloed tile, or over the whole scan
         per block of detector pixels after a rechunk (exact: tiled = whole). "auto": global for FlowTIE
         when there is more than one tile.
+    symmetry : {"none", "mirror", "d4"}
+        FlowTIE only: average the model's prediction over the specimen mirrors (4 evaluations) or the
+        square's symmetry group (8); see :class:`flowtie_dask.model.inference.FlowTIEPhase`.
 
     Returns
     -------
@@ -302,10 +306,12 @@ def reconstruct_store(
     st = store if isinstance(store, ScanStore) else open_scan_store(store)
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
+    if symmetry != "none" and (method != "flowtie" or phase_method is not None):
+        raise ValueError(f"symmetry={symmetry!r} averages FlowTIE predictions: use it with method='flowtie'")
     if method == "flowtie" and phase_method is None:
         from .model.inference import FlowTIEPhase
 
-        phase_method = FlowTIEPhase(model)
+        phase_method = FlowTIEPhase(model, symmetry=symmetry)
     if hasattr(phase_method, "check"):
         phase_method.check(geometry)
     if hasattr(phase_method, "receptive_field"):
@@ -350,6 +356,7 @@ def reconstruct_store(
     attrs = {
         "method": method if phase_method is None else getattr(phase_method, "__name__", "custom"),
         "model": getattr(phase_method, "path", None),
+        "symmetry": getattr(phase_method, "symmetry", "none"),
         "tile_size": list(tile_size) if tile_size else None,
         "halo": halo,
         "n_tiles": len(tiles),

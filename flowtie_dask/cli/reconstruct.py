@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, metavar="PATH",
                    help="FlowTIE checkpoint (default: the pretrained model shipped with the package); its optics "
                         "and sampling must match the scan's")
+    p.add_argument("--symmetry", choices=("none", "mirror", "d4"), default="none",
+                   help="--method flowtie: average the model over the specimen's mirrors (4× the model's time) or "
+                        "all 8 symmetries of the square (8×); needs a probe without astigmatism")
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per tile (one or two values); default: the whole scan when its data "
                         "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
     tile = "auto" if args.tile_size is None else (args.tile_size[0], args.tile_size[-1])
     device = "gpu" if args.gpus else "cpu"
+    if args.symmetry != "none" and args.method != "flowtie":
+        raise ValueError("--symmetry averages FlowTIE predictions: use it with --method flowtie")
     if args.initial is not None and args.method != "gd":
         raise ValueError("--initial is for --method gd (a starting object for gradient descent)")
     if args.method == "gd":
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                             announce=lambda s: print(s, file=sys.stderr)) as client:
             result = reconstruct_store(args.store, method=args.method, tile_size=tile, halo=args.halo,
                                        periodic=periodic, client=client, progress=not args.no_progress,
-                                       device=device, model=args.model)
+                                       device=device, model=args.model, symmetry=args.symmetry)
     path = write_result(result, args.out, overwrite=args.overwrite)
     print(f"wrote {path} ({result.phase.shape[0]}×{result.phase.shape[1]} px of "
           f"{result.pixel_size[0]:.4f} Å, {result.attrs.get('seconds', 0):.2f} s); preview: {path}/preview.png")

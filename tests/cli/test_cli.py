@@ -144,3 +144,7 @@ def test_reconstruct_with_gradient_descent(tmp_path, capsys):
                  "--no-progress"]) == 2
     assert "--initial is for --method gd" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
+    assert main(["reconstruct", str(store), "--symmetry", "d4", "--out", str(tmp_path / "x.zarr"),
+                 "--no-progress"]) == 2
+    assert "--symmetry averages FlowTIE predictions" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()

@@ -266,6 +266,17 @@ def test_flowtie_tiled_equals_whole_scan(trained, tmp_path):
         assert tiled.attrs["integration"] == "global" and tiled.attrs["n_tiles"] == 4
         d = np.angle(np.exp(1j * (tiled.phase - whole.phase)))
         assert float(np.mean((d - d.mean()) ** 2)) <= 0.05 * mse_whole  # measured ~1e-7 of it
+    # the symmetry-averaged model is as local as the plain one: tiled still equals whole
+    whole_sym = reconstruct_store(store, method="flowtie", model=out, progress=False, symmetry="d4")
+    tiled_sym = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False,
+                                  symmetry="d4")
+    assert whole_sym.attrs["symmetry"] == tiled_sym.attrs["symmetry"] == "d4"
+    d = np.angle(np.exp(1j * (tiled_sym.phase - whole_sym.phase)))
+    assert float(np.mean((d - d.mean()) ** 2)) <= 0.05 * mse_whole
+    d = np.angle(np.exp(1j * (whole_sym.phase - whole.phase)))
+    assert float(np.mean((d - d.mean()) ** 2)) > 1e-4 * mse_whole  # and it is not the plain prediction
+    with pytest.raises(ValueError, match="use it with method='flowtie'"):
+        reconstruct_store(store, method="tie", symmetry="mirror", progress=False)
     # integrating inside each tile instead is what the global path avoids
     local = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, integration="tile",
                               progress=False)
