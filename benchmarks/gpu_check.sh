@@ -38,7 +38,10 @@ tests() {
 }
 
 table1() {
-    step table1-gpu 200 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie gd --out "$W/t1"
+    step table1-gpu 260 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie gd gd-dense \
+        --out "$W/t1"
+    step table1-gpu-d4 120 python3 benchmarks/reconstruct_table1.py --device gpu --methods flowtie --symmetry d4 \
+        --out "$W/t1"
     cp "$W"/t1/fig3_GaAs_1cells.png "$OUTDIR"/ 2>/dev/null
 }
 

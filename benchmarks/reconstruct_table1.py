@@ -36,6 +36,10 @@ parser.add_argument("--symmetry", choices=("none", "mirror", "d4"), default="non
                          "(results go to *_flowtie-<symmetry>.zarr)")
 parser.add_argument("--settings", nargs="+", type=int, default=[0, 1, 2, 3], help="indices into the four settings")
 args = parser.parse_args()
+unknown = sorted(set(args.methods) - {"tie", "flowtie", "gd", "gd-dense"})
+if unknown:
+    parser.error(f"unknown method(s) {unknown}: use tie, flowtie, gd, gd-dense")
+TAGS = [m if m != "flowtie" or args.symmetry == "none" else f"flowtie-{args.symmetry}" for m in args.methods]
 os.makedirs(args.out, exist_ok=True)
 
 rows = []
@@ -56,8 +60,7 @@ for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
             raise SystemExit(f"{path} was simulated with dose {had} e/Å², not {args.dose}: use another --out")
     row = {"material": material, "thickness": None}
     panels = {}
-    for method in args.methods:
-        tag = method if method != "flowtie" or args.symmetry == "none" else f"flowtie-{args.symmetry}"
+    for method, tag in zip(args.methods, TAGS):
         result_path = os.path.join(args.out, f"{material}_{cells}cells_{tag}.zarr")
         if os.path.exists(result_path):  # reuse an earlier run (its time is the recorded one)
             res = open_result(result_path)
@@ -76,10 +79,10 @@ for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
             res.attrs["seconds"] = wall
             write_result(res, result_path)
         ev = evaluate_result(res, path)
-        row[method] = (ev["mse"], wall)
+        row[tag] = (ev["mse"], wall)
         row["var"] = ev["truth_variance"]
         panels.setdefault("truth", ev["truth_on_grid"] - ev["truth_on_grid"].mean())
-        panels[f"{method} ({ev['mse']:.4f} rad²)"] = ev["aligned"] - ev["truth_on_grid"].mean()
+        panels[f"{tag} ({ev['mse']:.4f} rad²)"] = ev["aligned"] - ev["truth_on_grid"].mean()
     # Figure 3: phase gradient of truth and FlowTIE (object plane), then truth | TIE | FlowTIE | GD phase
     grads = []
     for name in [k for k in panels if k == "truth" or k.startswith("flowtie")]:
@@ -94,11 +97,11 @@ for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
     print(row, flush=True)
 
 print()
-head = f"{'material':8s} {'t (Å)':>6s} {'truth var':>10s}" + "".join(f" {m + ' MSE':>10s} {m + ' s':>7s}" for m in args.methods)
+head = f"{'material':8s} {'t (Å)':>6s} {'truth var':>10s}" + "".join(f" {m + ' MSE':>10s} {m + ' s':>7s}" for m in TAGS)
 print(head)
 for r in rows:
     line = f"{r['material']:8s} {r['thickness']:6.1f} {r['var']:10.4f}"
-    for m in args.methods:
+    for m in TAGS:
         if m in r:
             line += f" {r[m][0]:10.4f} {r[m][1]:7.2f}"
         else:
