@@ -534,6 +534,7 @@ def gd_reconstruct_store(
     batch_size: int | None = None,
     initial=None,
     form: str = "diagonal",
+    readout: str = "projection",
 ):
     """Gradient-descent baseline on a scan store, as a :class:`~flowtie_dask.pipeline.ReconstructionResult`.
 
@@ -552,9 +553,11 @@ def gd_reconstruct_store(
         ``"diagonal"``: A = diag(O), the thin-specimen object (:func:`gd_reconstruct`, any scan size).
         ``"dense"``: the paper's literal baseline, a dense A ∈ C^{N²×N²} started at the identity
         (:func:`dense_gd_reconstruct`; periodic scans whose object grid equals the detector window, at
-        most 64×64, e.g. the Table 1 settings; ``initial``, ``optimizer="gd"|"adam"`` only, no batching),
-        read out as O = diag(A). On a 2-core CPU 100 iterations at 64×64 take ≈ 14 min (two
-        4096² complex products per iteration).
+        most 64×64, e.g. the Table 1 settings; ``initial``, ``optimizer="gd"|"adam"`` only, no batching).
+        When the scan visits every object pixel once (step = pixel), P is applied by FFTs.
+    readout : {"projection", "diagonal"}
+        Dense form only: the object from the model's exit waves ψ = A·P projected like the TIE/FlowTIE
+        ones (the paper's step A ≈ F⁻¹EPᴴ, then its diagonal over the illumination), or diag(A) itself.
 
     Returns
     -------
@@ -575,6 +578,8 @@ def gd_reconstruct_store(
     start = time.perf_counter()
     if form not in ("diagonal", "dense"):
         raise ValueError(f"unknown form {form!r}: use 'diagonal' (A = diag(O)) or 'dense' (the paper's N²×N² A)")
+    if readout not in ("projection", "diagonal"):
+        raise ValueError(f"unknown readout {readout!r}: use 'projection' (of the exit waves A·P) or 'diagonal'")
     st = store if isinstance(store, ScanStore) else open_scan_store(store)
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
@@ -622,11 +627,12 @@ def gd_reconstruct_store(
     try:
         if form == "dense":
             t0 = time.perf_counter()
-            a, losses, ill = _dense_run(sqrt_i, geometry, scans, dev=dev, iterations=iterations, lr=lr,
-                                        optimizer=optimizer, callback=callback)
-            obj = np.diag(a).reshape(shape)
-            a_off = float(np.sqrt(max(np.sum(np.abs(a) ** 2) - np.sum(np.abs(obj) ** 2), 0.0) / a.shape[0]))
+            a, losses, ill, projected = _dense_run(sqrt_i, geometry, scans, dev=dev, iterations=iterations, lr=lr,
+                                                   optimizer=optimizer, callback=callback)
+            diagonal = np.diag(a).reshape(shape)
+            a_off = float(np.sqrt(max(np.sum(np.abs(a) ** 2) - np.sum(np.abs(diagonal) ** 2), 0.0) / a.shape[0]))
             del a
+            obj = projected if readout == "projection" else diagonal
             det = dict(illumination=ill, origin=origin, batch=None, seconds=time.perf_counter() - t0,
                        offdiagonal_rms=a_off,
                        lr=float(lr if lr is not None else (DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM)))
@@ -663,6 +669,7 @@ def gd_reconstruct_store(
     }
     if form == "dense":  # rms of A's off-diagonal entries per row: how much of the fit is outside the object
         attrs["offdiagonal_rms"] = det["offdiagonal_rms"]
+        attrs["readout"] = readout
     return ReconstructionResult(phase=phase, amplitude=np.abs(obj).astype(np.float64), illumination=ill,
                                 pixel_size=geometry.pixel, origin=det["origin"], periodic=periodic, attrs=attrs)
 
@@ -726,8 +733,8 @@ def dense_gd_reconstruct(
     scans = _scans_used(geometry, use_all_defocus)
     rx, ry = geometry.scan_shape
     data = geometry.orient(intensity[scans]).reshape((len(scans), rx * ry) + tuple(geometry.detector_shape))
-    a, losses, _ = _dense_run(_sqrt_fft_order(data), geometry, scans, dev=_torch_device(device),
-                              iterations=iterations, lr=lr, optimizer=optimizer, callback=callback)
+    a, losses, _, _ = _dense_run(_sqrt_fft_order(data), geometry, scans, dev=_torch_device(device),
+                                 iterations=iterations, lr=lr, optimizer=optimizer, callback=callback)
     return a, losses
 
 
@@ -742,10 +749,38 @@ def _check_dense(geometry: ReconstructionGeometry) -> None:
         raise ValueError(f"the dense A has {qx * qy}² entries; use the diagonal form for grids above 64×64 pixels")
 
 
-def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callback):
+def _translation_kernels(probes: np.ndarray, pos: np.ndarray, shape: tuple[int, int], scan_shape) -> np.ndarray | None:
+    """Kernels K (D, Nx, Ny) with A·P = ifft2(fft2(rows of A) · K) when P is circulant, else None.
+
+    P is circulant when the scan visits every object pixel once on the periodic grid, at whole-pixel
+    positions that are the scan indices plus one offset (step = pixel, the Table 1 settings): then
+    column s is column 0 rolled by s, and (A·P)[r, s] = Σ_x A[r, x] c₀(x − s) is a correlation whose
+    transform is fft2(A[r]) · (N² · ifft2(c₀)). Checked on columns before use.
+    """
+    nx, ny = shape
+    if tuple(scan_shape) != (nx, ny):
+        return None
+    d = pos - pos[0]
+    ix, iy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    if np.abs(d - np.stack([ix.ravel(), iy.ravel()], 1)).max() > 1e-6:
+        return None
+    c0 = probes[:, :, 0].reshape(-1, nx, ny)
+    for col in {1, ny, nx * ny - 1, (nx * ny) // 2 + 3} & set(range(1, nx * ny)):
+        shifted = np.roll(c0, (col // ny, col % ny), axis=(1, 2)).reshape(len(c0), -1)
+        if np.abs(shifted - probes[:, :, col]).max() > 1e-5 * np.abs(c0).max():
+            return None
+    return (nx * ny * np.fft.ifft2(c0)).astype(np.complex64)
+
+
+def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callback, use_fft=None):
     """Dense-A gradient descent on √I of shape (D, S, Qx, Qy) (FFT order, oriented).
 
-    Returns A (N², N²) complex64 on the host, the losses and Σ_s |P_s(r)|² of the in-focus probe as (Nx, Ny).
+    ``use_fft`` (default: when P is circulant, see :func:`_translation_kernels`) applies P by FFTs,
+    O(N⁴ log N) instead of the O(N⁶) product, with the same result.
+
+    Returns A (N², N²) complex64 on the host, the losses, Σ_s |P_s(r)|² of the in-focus probe as
+    (Nx, Ny), and the object read out by projecting the model's in-focus exit waves ψ = A·P as the
+    TIE/FlowTIE projection does: Σ_s ψ[r, s]·P̄[r, s] / Σ_s |P[r, s]|² as (Nx, Ny).
     """
     import torch
 
@@ -758,14 +793,27 @@ def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callb
     spectra = probe_spectra(geometry, scans)
     # on a periodic grid of the window's size, a Fourier shift by the full position places the probe
     probes = np.stack([shifted_windows(np.broadcast_to(s, (len(pos), qx, qy)), pos).reshape(len(pos), n).T
-                       for s in spectra])  # (D, N², S)
+                       for s in spectra]).astype(np.complex64)  # (D, N², S)
     focus = scans.index(_scans_used(geometry, False)[0]) if len(scans) > 1 else 0
     illumination = (np.abs(probes[focus]) ** 2).sum(axis=1).reshape(qx, qy)
-    big = sum(np.linalg.norm(p, 2) ** 2 for p in probes)
+    kernels = _translation_kernels(probes, pos, (qx, qy), (rx, ry)) if use_fft in (None, True) else None
+    if use_fft and kernels is None:
+        raise ValueError("use_fft=True needs a scan that visits every object pixel once (step = pixel, periodic)")
+    if kernels is not None:  # circulant P: its singular values are |K|
+        big = sum(float((np.abs(k) ** 2).max()) for k in kernels)
+        kt = torch.from_numpy(kernels).to(dev)
+
+        def apply_p(a):  # (N², N²) → (D, N², S)
+            fa = torch.fft.fft2(a.reshape(n, qx, qy))
+            return torch.fft.ifft2(fa[None] * kt[:, None]).reshape(len(scans), n, n)
+    else:
+        big = sum(np.linalg.norm(p, 2) ** 2 for p in probes)
+        pmat = torch.from_numpy(probes).to(dev)
+
+        def apply_p(a):
+            return torch.matmul(a, pmat)
     eps2 = _amplitude_eps2(sqrt_i)
     target = torch.from_numpy(np.ascontiguousarray(np.sqrt(np.square(sqrt_i) + np.float32(eps2)))).to(dev)
-    pmat = torch.from_numpy(probes.astype(np.complex64)).to(dev)
-    del probes
     a = torch.eye(n, dtype=torch.complex64, device=dev).requires_grad_(True)
     n_patterns = target.shape[0] * target.shape[2]
 
@@ -774,7 +822,7 @@ def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callb
 
         def loss(self, *, grad):
             with torch.set_grad_enabled(grad):
-                psi = torch.matmul(a, pmat)  # (D, N², S)
+                psi = apply_p(a)  # (D, N², S)
                 far = torch.fft.fft2(psi.reshape(len(scans), qx, qy, -1), dim=(1, 2), norm="ortho")
                 value = ((_amplitude(far.reshape(len(scans), n, -1), eps2) - target) ** 2).sum() / n_patterns
                 if grad:
@@ -787,4 +835,7 @@ def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callb
         lr = DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM
     losses = _optimise(model, iterations=iterations, lr=float(lr), optimizer=optimizer,
                        curvature=2.0 * float(big) / n_patterns, callback=callback)
-    return a.detach().to("cpu").numpy(), losses, illumination
+    with torch.no_grad():
+        psi = apply_p(a)[focus].to("cpu").numpy()
+    projected = ((psi * probes[focus].conj()).sum(axis=1) / illumination.reshape(-1)).reshape(qx, qy)
+    return a.detach().to("cpu").numpy(), losses, illumination, projected
