@@ -2,7 +2,11 @@
 
 Thin-specimen (diagonal A) form. A = diag(O) with O the complex object on the object grid of
 :meth:`~flowtie_dask.geometry.ReconstructionGeometry.object_grid`; the paper's dense N²×N² form is
-:func:`dense_gd_reconstruct`, for tiny periodic cases. For every scan position r̂ the model is
+:func:`dense_gd_reconstruct` (periodic scans up to 64×64 pixels: the Table 1 settings, where the
+scan visits every pixel and P is applied by FFTs; ``gd_reconstruct_store(form="dense")``). It fits
+the data far better than the diagonal form (N⁴ unknowns) but through off-diagonal entries, so its
+object is poor — which reproduces the paper's GD column (MSE ≈ the truth's variance). For every
+scan position r̂ the diagonal model is
 
     E(q; r̂) = F_u[ O(⌊r̂⌋ + u) · P_f(u) ](q) / √(Qx·Qy),
     loss = Σ_{r̂, q} (√(I(q; r̂) + ε²) − √(|E(q; r̂)|² + ε²))² / S,      ε = 10⁻³ · rms(√I)
@@ -688,7 +692,7 @@ def dense_gd_reconstruct(
     callback: Callable[[int, float], Any] | None = None,
     optimizer: str = "gd",
 ):
-    """The paper's gradient descent over a dense potential matrix A (tiny periodic cases only).
+    """The paper's gradient descent over a dense potential matrix A (periodic scans up to 64×64 pixels).
 
     E = F₂D A P with A ∈ C^{N²×N²} (initialised to the identity), P ∈ C^{N²×S} the probe at every
     scan position on the object grid (column s = P(r − r̂_s), unit norm) and F₂D the orthonormal 2D DFT;
