@@ -595,7 +595,7 @@ def gd_reconstruct_store(
         if initial is not None or parametrization != "complex" or batch_size is not None:
             raise ValueError("the dense form starts from A = I with complex entries and no batching: "
                              "leave initial, parametrization and batch_size unset")
-        _check_dense(geometry)
+        _check_dense(geometry, device, len(_scans_used(geometry, use_all_defocus)))
     scans = _scans_used(geometry, use_all_defocus)
     shape, origin = geometry.object_grid(periodic=periodic)
     if initial is not None and hasattr(initial, "phase"):
@@ -733,8 +733,8 @@ def dense_gd_reconstruct(
     intensity = np.asarray(intensity)
     if intensity.ndim != 5 or intensity.shape[0] != 3:
         raise ValueError(f"intensity must have shape (3, Rx, Ry, Qx, Qy), got {intensity.shape}")
-    _check_dense(geometry)
     scans = _scans_used(geometry, use_all_defocus)
+    _check_dense(geometry, device, len(scans))
     rx, ry = geometry.scan_shape
     data = geometry.orient(intensity[scans]).reshape((len(scans), rx * ry) + tuple(geometry.detector_shape))
     a, losses, _, _ = _dense_run(_sqrt_fft_order(data), geometry, scans, dev=_torch_device(device),
@@ -742,8 +742,10 @@ def dense_gd_reconstruct(
     return a, losses
 
 
-def _check_dense(geometry: ReconstructionGeometry) -> None:
-    """Refuse grids the dense form cannot hold (object grid ≠ detector window, or above 64×64)."""
+def _check_dense(geometry: ReconstructionGeometry, device: str = "cpu", n_scans: int = 1) -> None:
+    """Refuse grids the dense form cannot hold (object grid ≠ detector window, above 64×64, or more
+    memory than available: A, its gradient and the FFT/exit-wave/far-field buffers of every scan fitted,
+    counted as (6 + 4·scans) complex64 N²×N² arrays)."""
     shape, _ = geometry.object_grid(periodic=True)
     qx, qy = geometry.detector_shape
     if tuple(shape) != (qx, qy):
@@ -751,6 +753,11 @@ def _check_dense(geometry: ReconstructionGeometry) -> None:
                          f"detector {(qx, qy)}: use the diagonal form (form='diagonal')")
     if qx * qy > 4096:
         raise ValueError(f"the dense A has {qx * qy}² entries; use the diagonal form for grids above 64×64 pixels")
+    need = (6 + 4 * n_scans) * 8 * (qx * qy) ** 2
+    have = available_memory(device)
+    if need > MEMORY_HEADROOM * have:
+        raise ValueError(f"the dense form needs {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB "
+                         "available: use the diagonal form (form='diagonal')")
 
 
 def _translation_kernels(probes: np.ndarray, pos: np.ndarray, shape: tuple[int, int], scan_shape) -> np.ndarray | None:

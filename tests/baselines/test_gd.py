@@ -219,6 +219,13 @@ def test_store_entry_point_runs_the_papers_dense_form(tmp_path):
         gd_reconstruct_store(small, form="dense")
 
 
+def test_dense_form_refuses_what_does_not_fit_in_memory(monkeypatch):
+    inten, geo, _ = simulate(8, 0.4)
+    monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**10)
+    with pytest.raises(ValueError, match=r"dense form needs 0\.0 GiB, more than the 0\.0 GiB.*form='diagonal'"):
+        dense_gd_reconstruct(inten, geo, iterations=1)
+
+
 def test_memory_check_refuses_a_scan_that_does_not_fit(weak, monkeypatch):
     inten, geo, _ = weak
     monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**20)
