@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="RESULT", help="output result folder (*.zarr)")
     p.add_argument("--method", choices=("tie", "flowtie", "gd"), default="tie",
                    help="tie: classical TIE (tiled, distributed); flowtie: the FlowTIE model (tiled, distributed); "
-                        "gd: the paper's gradient-descent baseline (whole scan in memory)")
+                        "gd: gradient descent on the far-field amplitudes with A = diag(O), a converged form of the "
+                        "paper's baseline (whole scan in memory; the paper's dense A: benchmarks/reconstruct_table1.py "
+                        "--methods gd-dense)")
     p.add_argument("--model", default=None, metavar="PATH",
                    help="FlowTIE checkpoint (default: the pretrained model shipped with the package); its optics "
                         "and sampling must match the scan's")
