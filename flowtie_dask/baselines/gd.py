@@ -5,7 +5,7 @@ Thin-specimen (diagonal A) form. A = diag(O) with O the complex object on the ob
 :func:`dense_gd_reconstruct` (periodic scans up to 64×64 pixels: the Table 1 settings, where the
 scan visits every pixel and P is applied by FFTs; ``gd_reconstruct_store(form="dense")``). It fits
 the data far better than the diagonal form (N⁴ unknowns) but through off-diagonal entries, so its
-object is poor — which reproduces the paper's GD column (MSE ≈ the truth's variance). For every
+object is poor — no better than TIE, as in the paper's GD column. For every
 scan position r̂ the diagonal model is
 
     E(q; r̂) = F_u[ O(⌊r̂⌋ + u) · P_f(u) ](q) / √(Qx·Qy),
@@ -365,6 +365,13 @@ class _DiagonalModel:
         return total
 
 
+def _step(lr: float | None, optimizer: str) -> float:
+    """The step to use: ``lr``, or the optimiser's default (:data:`DEFAULT_LR_GD`, :data:`DEFAULT_LR_ADAM`)."""
+    if lr is not None:
+        return float(lr)
+    return DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM
+
+
 def _optimise(model, *, iterations: int, lr: float, optimizer: str, curvature: float,
               callback: Callable | None) -> list[float]:
     """Run the optimiser; returns the loss before each step and after the last (iterations + 1 values)."""
@@ -510,8 +517,7 @@ def _run(sqrt_i, geometry, scans, *, periodic, dev, batch, iterations, lr, optim
         _illumination(whole, windows[d], inverse, shape, periodic) for d in range(len(scans)))
     model = _DiagonalModel(sqrt_i, whole, windows, inverse, shape, periodic, dev, batch, parametrization,
                            initial=initial)
-    if lr is None:
-        lr = DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM
+    lr = _step(lr, optimizer)
     # curvature of the per-pattern mean loss in O: ≤ 2·max illumination / S
     curvature = 2.0 * float(total_ill.max()) / model.n_patterns
     losses = _optimise(model, iterations=iterations, lr=float(lr), optimizer=optimizer, curvature=curvature,
@@ -588,6 +594,7 @@ def gd_reconstruct_store(
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
     periodic = geometry.periodic if periodic is None else bool(periodic)
+    scans = _scans_used(geometry, use_all_defocus)
     if form == "dense":
         if not periodic:
             raise ValueError("the dense form needs a periodic scan (its F₂D is square only on one period): "
@@ -595,8 +602,7 @@ def gd_reconstruct_store(
         if initial is not None or parametrization != "complex" or batch_size is not None:
             raise ValueError("the dense form starts from A = I with complex entries and no batching: "
                              "leave initial, parametrization and batch_size unset")
-        _check_dense(geometry, device, len(_scans_used(geometry, use_all_defocus)))
-    scans = _scans_used(geometry, use_all_defocus)
+        _check_dense(geometry, device, len(scans))
     shape, origin = geometry.object_grid(periodic=periodic)
     if initial is not None and hasattr(initial, "phase"):
         if not (np.allclose(initial.pixel_size, geometry.pixel) and np.allclose(initial.origin, origin)):
@@ -639,7 +645,7 @@ def gd_reconstruct_store(
             obj = projected if readout == "projection" else diagonal
             det = dict(illumination=ill, origin=origin, batch=None, seconds=time.perf_counter() - t0,
                        offdiagonal_rms=a_off,
-                       lr=float(lr if lr is not None else (DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM)))
+                       lr=_step(lr, optimizer))
         else:
             obj, losses, det = _run(sqrt_i, geometry, scans, periodic=periodic, dev=dev, batch=batch,
                                     iterations=iterations, lr=lr, optimizer=optimizer,
@@ -842,8 +848,7 @@ def _dense_run(sqrt_i, geometry, scans, *, dev, iterations, lr, optimizer, callb
 
     model = _Dense()
     model.torch = torch
-    if lr is None:
-        lr = DEFAULT_LR_GD if optimizer == "gd" else DEFAULT_LR_ADAM
+    lr = _step(lr, optimizer)
     losses = _optimise(model, iterations=iterations, lr=float(lr), optimizer=optimizer,
                        curvature=2.0 * float(big) / n_patterns, callback=callback)
     with torch.no_grad():
