@@ -133,9 +133,10 @@ class FlowTIEPhase:
         return int(getattr(model, "receptive_field", 4))
 
     def check(self, geometry) -> None:
-        """Raise :class:`CheckpointError` unless the scan's optics and sampling match the model's, and
-        ``ValueError`` when the scan breaks the symmetry asked for."""
-        check_compatible(self.meta.get("optics", {}), geometry)
+        """Raise :class:`CheckpointError` unless the scan's optics and sampling match the model's (a
+        checkpoint without an optics record is refused: nothing could be checked), and ``ValueError`` when
+        the scan breaks the symmetry asked for."""
+        check_compatible(self.meta.get("optics"), geometry, source=repr(self.path))
         if self.symmetry == "none":
             return
         if abs(float(geometry.aberrations.get("C12", 0.0))) > 1e-6:
