@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ..model.train import TrainingConfig, train
 from .options import nonnegative_int, positive_float, positive_int
+
+
+def loss_weight(text: str) -> float:
+    """argparse type: a finite number ≥ 0 (a NaN or infinite weight would make every loss non-finite)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"{v} must be a finite number ≥ 0")
+    return v
 
 
 def add_parser(sub) -> None:
@@ -20,7 +32,10 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DATA", nargs="+",
                    help="collection folder(s) (or scan stores) with truth/probe_frame_phase; several train together")
-    p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (*.pt)")
+    p.add_argument("--out", required=True, metavar="MODEL",
+                   help="checkpoint to write (*.pt); an existing file is refused unless --overwrite or --resume")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (it is kept until the first new checkpoint is complete)")
     p.add_argument("--architecture", choices=("shared", "paper"), default="shared",
                    help="shared: detector-size-agnostic SharedFlowModel; paper: the paper's FlowPredictorModel")
     p.add_argument("--hidden", type=positive_int, default=None, help="feature channels (default: the model's)")
@@ -34,9 +49,9 @@ def add_parser(sub) -> None:
                    help="cosine: lr decays to lr/20 over this run's epochs (or its --time-limit, whichever ends first)")
     p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="stop after the epoch that reaches this many seconds of training (checkpoint written)")
-    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_vf (vector field)")
-    p.add_argument("--beta", type=float, default=1.0, help="weight of L_cont (continuity)")
-    p.add_argument("--gamma", type=float, default=1.0, help="weight of L_phase (phase on the complex wave)")
+    p.add_argument("--alpha", type=loss_weight, default=1.0, help="weight of L_vf (vector field)")
+    p.add_argument("--beta", type=loss_weight, default=1.0, help="weight of L_cont (continuity)")
+    p.add_argument("--gamma", type=loss_weight, default=1.0, help="weight of L_phase (phase on the complex wave)")
     p.add_argument("--tile", type=positive_int, default=16, help="scan positions per side of a training tile")
     p.add_argument("--n-q", type=int, default=256, help="detector pixels per tile (0 = all)")
     p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="K", help="epochs between checkpoints")
@@ -59,6 +74,21 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and report the last epoch."""
+    import os
+
+    from ..atomic import check_output
+
+    if args.resume and args.overwrite:
+        raise ValueError("give --resume (continue --out) or --overwrite (start again over it), not both")
+    if args.resume:
+        if not os.path.isfile(args.out):
+            raise ValueError(f"--resume continues the checkpoint {args.out!r}, which does not exist: train without "
+                             "--resume")
+    else:  # before any data is read
+        if os.path.lexists(args.out) and not args.overwrite:
+            raise ValueError(f"{os.path.abspath(args.out)!r} already exists; pass --resume to continue it, "
+                             "--overwrite to replace it, or choose another --out")
+        check_output(args.out, overwrite=True)  # its folder must exist
     init = args.init
     if init == "default":
         from ..model.checkpoint import default_model_path

@@ -16,7 +16,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["TrainingConfig", "train", "COSINE_FLOOR", "scheduled_lr"]
+__all__ = ["TrainingConfig", "TrainingError", "train", "COSINE_FLOOR", "scheduled_lr"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); one line naming the step and the fix."""
 
 #: The cosine schedule ends at this fraction of the configured learning rate.
 COSINE_FLOOR = 0.05
@@ -173,6 +177,15 @@ def _loss(model, batch, cfg, device):
                         boundary="mirror")
 
 
+def _non_finite(value: float, which: str, epoch: int, step, config, out: str) -> str:
+    """The one-line message for a non-finite loss."""
+    where = f"epoch {epoch + 1}, step {step} of {config.steps_per_epoch}" if step else f"epoch {epoch + 1}"
+    kept = (f"{out!r} was left as it was (no weights of this epoch were saved)" if os.path.exists(out)
+            else "no checkpoint was written")
+    return (f"the {which} loss became {value} at {where} (lr {config.lr:g}): lower --lr, or check the data and "
+            f"the loss weights for non-finite values; {kept}")
+
+
 def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progress: bool = True,
           ddp: bool = False, log=print) -> dict:
     """Train a model on a collection (or one store) with probe-frame truth and write checkpoints.
@@ -208,6 +221,15 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
         raise ValueError("give --resume (continue this checkpoint) or --init (start from another's weights), not both")
     if config.init_from and not os.path.isfile(config.init_from):
         raise ValueError(f"--init checkpoint {config.init_from!r} does not exist")
+    if resume and not os.path.isfile(out):
+        raise ValueError(f"--resume continues the checkpoint {out!r}, which does not exist: train without --resume")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ValueError(f"the folder {parent!r} for the checkpoint does not exist")
+    for name in ("alpha", "beta", "gamma", "lr", "weight_decay"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"the training setting {name} = {value!r} must be a finite number ≥ 0")
     device = config.device
     if device == "cuda":  # this process's GPU, set before NCCL starts
         if not torch.cuda.is_available():
@@ -272,16 +294,22 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
 
             batches = tqdm(batches, total=config.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                            file=sys.stderr, leave=False)
-        for batch in batches:
-            total, terms = _loss(net, batch, config, device)
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            n += 1
-            for k, v in {"total": total, **terms}.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
-            if progress and rank == 0:
-                batches.set_postfix(loss=f"{terms_sum['total'] / n:.4g}")
+        try:
+            for step, batch in enumerate(batches, start=1):
+                total, terms = _loss(net, batch, config, device)
+                if _agreed(not bool(torch.isfinite(total.detach()).all()), ddp):  # before the step spoils the weights
+                    raise TrainingError(_non_finite(float(total.detach()), "training", epoch, step, config, out))
+                opt.zero_grad()
+                total.backward()
+                opt.step()
+                n += 1
+                for k, v in {"total": total, **terms}.items():
+                    terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
+                if progress and rank == 0:
+                    batches.set_postfix(loss=f"{terms_sum['total'] / n:.4g}")
+        finally:
+            if hasattr(batches, "close"):  # a bar left open would print after the error
+                batches.close()
         net.eval()
         val_sum = {}
         with torch.no_grad():
@@ -290,6 +318,9 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
                 total, terms = _loss(net, batch, config, device)
                 for k, v in {"total": total, **terms}.items():
                     val_sum.setdefault(k, []).append(float(v))
+        bad = [v for v in val_sum.get("total", []) if not math.isfinite(v)]
+        if bad:
+            raise TrainingError(_non_finite(bad[0], "validation", epoch, None, config, out))
         row = {"epoch": epoch + 1, "train": {k: v / n for k, v in terms_sum.items()},
                "validation": {k: float(np.mean(v)) for k, v in val_sum.items()},
                "seconds": time.perf_counter() - t0, "lr": lr}
