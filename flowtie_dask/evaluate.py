@@ -9,7 +9,12 @@ import math
 
 import numpy as np
 
-__all__ = ["resample_periodic", "phase_mse", "figure_panel"]
+__all__ = ["resample_periodic", "phase_mse", "figure_panel", "truth_of_store", "check_truth_matches",
+           "evaluate_result", "SPECIMEN_KEYS"]
+
+#: Provenance entries that identify the specimen (and so the truth) of a simulated store; noise, dose and
+#: the simulator's numerics are left out, since they do not change the projected phase.
+SPECIMEN_KEYS = ("material", "formula", "lattice_A", "lateral_cells", "thickness_A")
 
 
 def resample_periodic(truth: np.ndarray, *, truth_pixel, truth_origin, pixel, origin, shape) -> np.ndarray:
@@ -170,6 +175,105 @@ def truth_of_store(store):
     return np.asarray(pp[:], np.float64), tuple(pp.attrs["pixel_size_A"]), tuple(pp.attrs["origin_A"])
 
 
+def _extent(shape, pixel) -> tuple[float, float]:
+    return float(shape[0]) * float(pixel[0]), float(shape[1]) * float(pixel[1])
+
+
+def _same(a, b, rel: float) -> bool:
+    """Numbers or equal-length lists of numbers equal to ``rel`` (relative); anything else compared as is."""
+    try:
+        av = np.atleast_1d(np.asarray(a, dtype=np.float64))
+        bv = np.atleast_1d(np.asarray(b, dtype=np.float64))
+    except (TypeError, ValueError):
+        return a == b
+    return av.shape == bv.shape and bool(np.allclose(av, bv, rtol=rel, atol=0.0))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def check_truth_matches(result, truth_store, *, tolerance: float = 0.03) -> None:
+    """Refuse a truth that is not of the result's scan: another field of view, optics or specimen.
+
+    Checked, each when both sides record it:
+
+    * the field of view: the result's phase grid (shape × pixel size) against the object grid the truth
+      store's scan gives (for a periodic result, one scan period, which is what a simulated truth covers),
+      to ``tolerance`` (relative) plus one pixel;
+    * the result's ``scan_metadata`` (energy, scan step, scan shape) against the truth store's;
+    * the specimen: when the result's ``source`` store still exists and is another store, its provenance
+      (:data:`SPECIMEN_KEYS`: material, formula, lattice, cells, thickness) against the truth store's.
+
+    Parameters
+    ----------
+    result : ReconstructionResult
+    truth_store : str or ScanStore
+
+    Raises
+    ------
+    ValueError
+        One line saying what differs and naming the result's source store.
+    """
+    import os
+
+    from .geometry import ReconstructionGeometry
+    from .store import open_scan_store
+
+    st = truth_store if hasattr(truth_store, "truth") else open_scan_store(truth_store)
+    attrs = dict(getattr(result, "attrs", None) or {})
+    source = attrs.get("source")
+    fix = ("give the store the result was reconstructed from" +
+           (f" (its source is {source!r})" if source else ""))
+
+    # field of view
+    shape = np.shape(result.phase)
+    got = _extent(shape, result.pixel_size)
+    want, pixel = None, None
+    try:
+        geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
+                                                   detector_shape=st.detector_shape)
+        grid, _ = geo.object_grid(periodic=bool(result.periodic))
+        want, pixel = _extent(grid, geo.pixel), geo.pixel
+    except ValueError:  # the scan period is not a whole number of pixels: compare with the scan itself
+        if result.periodic:
+            want = _extent(st.scan_shape, st.metadata.scan_step)
+            pixel = result.pixel_size
+    if want is not None:
+        for w, g, px, rp in zip(want, got, pixel, result.pixel_size):
+            if abs(w - g) > tolerance * w + max(float(px), float(rp)):
+                what = ("the truth covers" if result.periodic else
+                        "the truth store's scan gives a non-periodic object of")
+                raise ValueError(f"{st.path!r} is not the truth of this result: {what} {want[0]:.1f} × {want[1]:.1f} "
+                                 f"Å, the result {got[0]:.1f} × {got[1]:.1f} Å: {fix}")
+
+    # optics and sampling the result recorded
+    theirs = st.metadata.to_attrs()
+    mine = dict(attrs.get("scan_metadata") or {})
+    if "scan_shape" in attrs:
+        mine.setdefault("scan_shape", attrs["scan_shape"])
+    theirs["scan_shape"] = list(st.scan_shape)
+    for key, label, unit in (("energy_eV", "energy", "eV"), ("scan_step_A", "scan step", "Å"),
+                             ("scan_shape", "scan shape", "positions")):
+        if key in mine and key in theirs and not _same(mine[key], theirs[key], 1e-6):
+            raise ValueError(f"{st.path!r} is not the truth of this result: its {label} is {_fmt(theirs[key])} {unit}, "
+                             f"the result's scan had {_fmt(mine[key])} {unit}: {fix}")
+
+    # the specimen, from the provenance of the result's source store
+    if source and os.path.exists(source) and os.path.realpath(source) != os.path.realpath(st.path):
+        try:
+            src = open_scan_store(source)
+        except ValueError:
+            return  # the source is gone or changed: nothing more to compare
+        a, b = src.metadata.provenance or {}, st.metadata.provenance or {}
+        for key in SPECIMEN_KEYS:
+            if key in a and key in b and not _same(a[key], b[key], 1e-6):
+                raise ValueError(f"{st.path!r} is not the truth of this result: its specimen has {key} = "
+                                 f"{_fmt(b[key])}, the result's source {source!r} has {_fmt(a[key])}: {fix}")
+
+
 def evaluate_result(result, truth_store, *, lit_fraction: float = 0.5):
     """Phase MSE of a reconstruction against a store's truth.
 
@@ -182,6 +286,11 @@ def evaluate_result(result, truth_store, *, lit_fraction: float = 0.5):
     result : ReconstructionResult
     truth_store : str or ScanStore
 
+    Raises
+    ------
+    ValueError
+        The store has no truth, or its truth is not of the result's scan (:func:`check_truth_matches`).
+
     Returns
     -------
     dict
@@ -189,7 +298,11 @@ def evaluate_result(result, truth_store, *, lit_fraction: float = 0.5):
         ``truth_on_grid`` (ndarray), ``aligned`` (the reconstruction shifted and offset onto the truth),
         ``mask``.
     """
-    truth, tpix, torig = truth_of_store(truth_store)
+    from .store import open_scan_store
+
+    st = truth_store if hasattr(truth_store, "truth") else open_scan_store(truth_store)
+    truth, tpix, torig = truth_of_store(st)
+    check_truth_matches(result, st)
     t = resample_periodic(truth, truth_pixel=tpix, truth_origin=torig, pixel=result.pixel_size,
                           origin=result.origin, shape=result.phase.shape)
     mask = None if result.periodic else result.illumination > lit_fraction * result.illumination.max()

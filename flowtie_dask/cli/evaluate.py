@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..evaluate import evaluate_result, figure_panel
+from ..evaluate import check_truth_matches, evaluate_result, figure_panel
 from ..results import open_result
 
 
@@ -17,27 +17,46 @@ def add_parser(sub) -> None:
     p.add_argument("results", nargs="+", metavar="RESULT", help="result folders from 'reconstruct'")
     p.add_argument("--truth", required=True, metavar="STORE", help="scan store with a truth/ group")
     p.add_argument("--figure", default=None, metavar="PNG",
-                   help="panel to write (default: evaluation.png beside the first result)")
+                   help="panel to write (default: evaluation.png beside the first result); an existing file "
+                        "is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --figure")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one line per result and write the panel."""
+    """Print one line per result and write the panel.
+
+    Everything is checked before anything is printed or written: the figure path (refused when it exists,
+    unless ``--overwrite``), every result, the truth store, and that the truth is of each result's scan.
+    """
     import os
 
-    panels, truth = {}, None
-    print(f"{'result':40s} {'method':8s} {'MSE (rad²)':>12s} {'truth var':>10s} {'shift':>8s}")
-    for path in args.results:
-        res = open_result(path)
-        ev = evaluate_result(res, args.truth)
+    from ..atomic import atomic_path, check_output
+    from ..store import open_scan_store
+
+    out = args.figure or os.path.join(os.path.dirname(os.path.abspath(args.results[0])), "evaluation.png")
+    check_output(out, overwrite=args.overwrite)
+    truth_store = open_scan_store(args.truth)
+    results = [(path, open_result(path)) for path in args.results]
+    for path, res in results:
+        try:
+            check_truth_matches(res, truth_store)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    rows, panels, truth = [], {}, None
+    for path, res in results:
+        ev = evaluate_result(res, truth_store)
         method = res.attrs.get("method", "?")
-        print(f"{path:40s} {method:8s} {ev['mse']:12.5f} {ev['truth_variance']:10.5f} {str(ev['shift']):>8s}")
+        rows.append(f"{path:40s} {method:8s} {ev['mse']:12.5f} {ev['truth_variance']:10.5f} {str(ev['shift']):>8s}")
         if truth is None:
             truth = ev["truth_on_grid"]
             panels["truth"] = truth - truth.mean()
         if ev["truth_on_grid"].shape == truth.shape:
             panels[f"{method} (MSE {ev['mse']:.4f})"] = ev["aligned"] - ev["truth_on_grid"].mean()
-    out = args.figure or os.path.join(os.path.dirname(os.path.abspath(args.results[0])), "evaluation.png")
-    figure_panel(panels, out, title=os.path.basename(os.path.abspath(args.truth)))
+    with atomic_path(out, overwrite=args.overwrite) as tmp:
+        figure_panel(panels, tmp, title=os.path.basename(os.path.abspath(args.truth)))
+    print(f"{'result':40s} {'method':8s} {'MSE (rad²)':>12s} {'truth var':>10s} {'shift':>8s}")
+    for row in rows:
+        print(row)
     print(f"panel: {out}")
     return 0

@@ -175,6 +175,38 @@ def _blocks(scan_shape: tuple[int, int], chunks: tuple[int, int]):
             yield slice(x0, min(x0 + chunks[0], scan_shape[0])), slice(y0, min(y0 + chunks[1], scan_shape[1]))
 
 
+def _count_non_finite(arr) -> tuple[int, tuple | None]:
+    """Non-finite values of a (Zarr or NumPy) array, read one storage chunk block at a time.
+
+    Returns
+    -------
+    count : int
+    first : tuple of int or None
+        Index of the first one found.
+    """
+    import itertools
+
+    shape = tuple(arr.shape)
+    if not shape:
+        v = np.asarray(arr[()])
+        return (0, None) if np.isfinite(v) else (1, ())
+    if np.dtype(arr.dtype).kind not in "fc":
+        return 0, None
+    chunks = tuple(getattr(arr, "chunks", None) or shape)
+    # whole chunks along the leading axes, the trailing axes (e.g. a detector pattern) whole
+    ranges = [range(0, n, max(1, c)) for n, c in zip(shape, chunks)]
+    count, first = 0, None
+    for start in itertools.product(*ranges):
+        sl = tuple(slice(a, min(a + c, n)) for a, c, n in zip(start, chunks, shape))
+        bad = ~np.isfinite(np.asarray(arr[sl]))
+        n_bad = int(bad.sum())
+        if n_bad:
+            if first is None:
+                first = tuple(int(a + i[0]) for a, i in zip(start, np.nonzero(bad)))
+            count += n_bad
+    return count, first
+
+
 def _check_out_file(out, overwrite: bool, what: str = "output") -> str:
     out = os.path.abspath(os.fspath(out))
     if os.path.isdir(out):
@@ -747,6 +779,11 @@ def export_store(store_path, out_prefix, *, overwrite=False) -> list[str]:
     outs = [_check_out_file(f"{prefix}_defocus_{i}.h5", overwrite, "exported DataCube") for i in range(3)]
     _square(store.metadata.scan_step, "the scan step", store.path)
     _square(store.metadata.detector_sampling, "the detector sampling", store.path)
+    bad, first = _count_non_finite(store.intensity)  # chunk by chunk, before any file is opened
+    if bad:
+        raise ValueError(f"{store.path!r} contains {bad} non-finite intensities (NaN or Inf; the first at defocus "
+                         f"{first[0]}, scan position ({first[1]}, {first[2]})): fix or re-import the store; "
+                         "nothing was exported")
     with contextlib.ExitStack() as stack:  # all three appear together, or none
         temps = [stack.enter_context(atomic_path(o, overwrite=overwrite)) for o in outs]
         for i, tmp in enumerate(temps):
@@ -816,6 +853,14 @@ def export_result(result_path, out, *, overwrite=False) -> str:
         amplitude = np.asarray(group["amplitude"][...])
         if amplitude.shape != phase.shape:
             raise ValueError(f"{path!r}: amplitude shape {amplitude.shape} differs from phase shape {phase.shape}")
+    for name, data in (("phase", phase), ("amplitude", amplitude)):
+        if data is None:
+            continue
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            first = tuple(int(i[0]) for i in np.nonzero(~np.isfinite(data)))
+            raise ValueError(f"{path!r} contains {bad} non-finite values (NaN or Inf) in its {name} (the first at "
+                             f"pixel {first}): fix or re-run the reconstruction; nothing was exported")
     out = _check_out_file(out, overwrite, "exported result")
 
     py4DSTEM = _py4dstem()

@@ -92,11 +92,20 @@ def open_collection(path: str) -> list[str]:
     """
     index = os.path.join(path, "collection.json")
     if os.path.isfile(index):
-        with open(index) as f:
-            meta = json.load(f)
-        if meta.get("schema") != COLLECTION_SCHEMA:
+        with open(index, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{index!r} is not valid JSON (line {exc.lineno} column {exc.colno}): {exc.msg}; "
+                             "re-create the collection with 'flowtie-dask simulate random-cubic --count N'") from None
+        if not isinstance(meta, dict) or meta.get("schema") != COLLECTION_SCHEMA:
             raise ValueError(f"{index!r} is not a flowtie-dask collection index")
-        return [os.path.join(path, m["path"]) for m in meta["members"]]
+        members = meta.get("members")
+        if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("path"), str)
+                                                    for m in members):
+            raise ValueError(f"{index!r} has no valid 'members' list (each with a 'path'); re-create the collection")
+        return [os.path.join(path, m["path"]) for m in members]
     if os.path.isfile(os.path.join(path, "zarr.json")):
         return [path]
     raise ValueError(f"{path!r} is neither a scan store nor a collection from 'simulate --count'")
