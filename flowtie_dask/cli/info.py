@@ -1,10 +1,10 @@
-"""``flowtie-dask info PATH``: summarise a scan store."""
+"""``flowtie-dask info PATH [--check]``: summarise a scan store, and with ``--check`` verify every chunk."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..store import open_scan_store
+from ..store import ScanStoreError, check_scan_store, open_scan_store
 
 
 def add_parser(sub) -> None:
@@ -13,10 +13,21 @@ def add_parser(sub) -> None:
                        description="Validate a scan store and print its shape, chunking, compression, optics, "
                                    "defocus series, scan and detector sampling, truth and provenance.")
     p.add_argument("path", metavar="PATH", help="scan store folder (*.zarr)")
+    p.add_argument("--check", action="store_true",
+                   help="also read every chunk (intensity and truth), one at a time, and list each one that is "
+                        "missing, corrupt (checksum or decompression error) or holds NaN/Inf; exit 2 if any is bad")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the summary of ``args.path``."""
-    print(open_scan_store(args.path).describe())
+    """Print the summary of ``args.path`` (and, with ``--check``, every bad chunk)."""
+    if not args.check:
+        print(open_scan_store(args.path).describe())
+        return 0
+    store = open_scan_store(args.path, check_chunks=False)  # --check lists missing chunks itself
+    print(store.describe(), flush=True)
+    report = check_scan_store(store, on_bad=lambda bad: print(f"bad chunk  {bad}", flush=True))
+    if not report.ok:
+        raise ScanStoreError(report.summary())
+    print(report.summary())
     return 0
