@@ -15,6 +15,13 @@ raises is a :class:`ScanStoreError` with one line naming what is wrong and what 
 
 Writers go through :func:`write_scan_store`, which builds the store in a hidden sibling folder and
 renames it into place only when complete, so a failed run never leaves a store that looks valid.
+
+Integrity (schema version 2): every chunk carries a CRC-32C of its compressed bytes (``crc32c`` codec after
+Blosc) and every chunk is on disk, all-zero ones included. So a chunk lost in a copy is found when the store is
+opened (one directory walk, no data read), a corrupt one when it is read: :func:`read_block` (the picklable reader
+the Dask tasks use) names the chunk key and the scan positions it holds, and :func:`check_scan_store`
+(``flowtie-dask info --check``) reads every chunk once and lists each bad one. Schema-1 stores (no checksums)
+are still read.
 """
 
 from __future__ import annotations
@@ -443,10 +450,15 @@ class ScanStore:
         stored = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.path) for f in fs)
         raw = a.nbytes
         q_max = [(n - c) * s for n, c, s in zip(self.detector_shape, m.detector_center, m.detector_sampling)]
+        try:
+            checksummed = any(c.to_dict().get("name") == "crc32c" for c in a.compressors)
+        except Exception:  # noqa: BLE001 - a description, not a check
+            checksummed = False
         lines = [
             f"scan store     {self.path}",
             f"intensity      {tuple(a.shape)} {a.dtype}, chunks {tuple(a.chunks)}, "
-            f"{raw / 2**20:.1f} MiB raw, {stored / 2**20:.1f} MiB on disk ({raw / max(stored, 1):.1f}x)",
+            f"{raw / 2**20:.1f} MiB raw, {stored / 2**20:.1f} MiB on disk ({raw / max(stored, 1):.1f}x), "
+            + ("CRC-32C per chunk" if checksummed else "no checksums (an older store)"),
             f"optics         {m.energy / 1e3:g} kV (λ = {lam:.6f} Å), semi-angle {m.semiangle:g} mrad, "
             f"aperture edge {m.aperture_edge:g} mrad, aberrations {m.aberrations or 'none'}",
             f"defocus        Δf = {', '.join(f'{d:g}' for d in m.defocus)} Å ({DEFOCUS_CONVENTION})",

@@ -62,6 +62,7 @@ def test_new_stores_have_crc32c_and_schema_2(tmp_path):
         codecs = json.load(open(os.path.join(store, name, "zarr.json")))["codecs"]
         assert [c["name"] for c in codecs][-1] == "crc32c", name
     assert json.load(open(os.path.join(store, "zarr.json")))["attributes"]["schema_version"] == 2
+    assert "CRC-32C per chunk" in open_scan_store(store).describe()
 
 
 def test_every_chunk_is_on_disk_even_when_all_zero(tmp_path):
@@ -233,6 +234,7 @@ def test_legacy_store_without_checksums_still_opens_and_reads(tmp_path):
     assert "crc32c" not in json.dumps(json.load(open(os.path.join(path, "intensity", "zarr.json"))))
     np.testing.assert_array_equal(read_block(st, [6, 7, 0], [1, 2]), data[:, [6, 7, 0]][:, :, [1, 2]])
     assert check_scan_store(path).ok
+    assert "no checksums" in st.describe()
     # a schema-1 store that lost a chunk says schema 1 omitted all-zero chunks
     os.remove(os.path.join(path, "intensity", "c", "0", "1", "1", "0", "0"))
     with pytest.raises(ScanStoreError, match="schema version 1 omitted all-zero chunks"):
