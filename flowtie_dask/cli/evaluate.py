@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..store import open_scan_store
 
     out = args.figure or os.path.join(os.path.dirname(os.path.abspath(args.results[0])), "evaluation.png")
-    check_output(out, overwrite=args.overwrite)
+    if os.path.lexists(out) and not args.overwrite:
+        raise ValueError(f"{os.path.abspath(out)!r} already exists; choose another --figure or pass --overwrite")
+    check_output(out, overwrite=True)  # its folder must exist
     truth_store = open_scan_store(args.truth)
     results = [(path, open_result(path)) for path in args.results]
     for path, res in results:

@@ -781,7 +781,8 @@ def export_store(store_path, out_prefix, *, overwrite=False) -> list[str]:
     _square(store.metadata.detector_sampling, "the detector sampling", store.path)
     bad, first = _count_non_finite(store.intensity)  # chunk by chunk, before any file is opened
     if bad:
-        raise ValueError(f"{store.path!r} contains {bad} non-finite intensities (NaN or Inf; the first at defocus "
+        what = "intensities" if bad > 1 else "intensity"
+        raise ValueError(f"{store.path!r} contains {bad} non-finite {what} (NaN or Inf; the first at defocus "
                          f"{first[0]}, scan position ({first[1]}, {first[2]})): fix or re-import the store; "
                          "nothing was exported")
     with contextlib.ExitStack() as stack:  # all three appear together, or none
@@ -859,7 +860,7 @@ def export_result(result_path, out, *, overwrite=False) -> str:
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         if bad:
             first = tuple(int(i[0]) for i in np.nonzero(~np.isfinite(data)))
-            raise ValueError(f"{path!r} contains {bad} non-finite values (NaN or Inf) in its {name} (the first at "
+            raise ValueError(f"{path!r} contains {bad} non-finite value{'s' if bad > 1 else ''} (NaN or Inf) in its {name} (the first at "
                              f"pixel {first}): fix or re-run the reconstruction; nothing was exported")
     out = _check_out_file(out, overwrite, "exported result")
 
