@@ -1,22 +1,110 @@
-"""Outputs that appear only when complete: build in a hidden sibling, rename into place."""
+"""Outputs that appear only when complete, claimed by one writer at a time, never written over an input.
+
+Every output of the package (a store, a result, a checkpoint, a figure, a collection) goes through
+:func:`atomic_path`:
+
+1. **Claim.** The output path is claimed atomically before any work: ``os.mkdir`` of a lock folder
+   ``.NAME.lock`` beside it, holding ``owner.json`` (pid, host, process start time, command). A second
+   writer to the same path is refused at once with a message naming the first. A lock whose process is
+   gone (SIGKILL, node failure) is *stale*: the next run on that path reports it with the partial outputs
+   the dead run left, and removes them only with ``overwrite`` (or ``resume``, where a command resumes).
+2. **Build.** The output is written under a hidden sibling ``.NAME.partial-XXXXXXXX`` (same folder, so the
+   final rename stays on one file system).
+3. **Publish.** The partial is renamed into place. A new path is published with ``RENAME_NOREPLACE``
+   (nothing that appeared meanwhile is replaced); with ``overwrite`` an old output is swapped with the new
+   one in one ``RENAME_EXCHANGE`` (Linux ``renameat2``), so there is never a moment with neither, and only
+   then deleted. Where ``renameat2`` is missing, a file is replaced by ``os.replace`` (atomic) and a folder
+   by two renames.
+
+:func:`claim_output` takes the claim for a whole command (e.g. ``reconstruct`` claims its ``--out`` before
+computing and writes it at the end); :func:`atomic_path` inside the claim reuses it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import json
 import os
 import shutil
+import socket
+import sys
+import time
 import uuid
-from typing import Iterator
+from typing import Iterable, Iterator
 
-__all__ = ["OutputExistsError", "atomic_path", "check_output"]
+__all__ = [
+    "OutputExistsError",
+    "OutputBusyError",
+    "InputOverwriteError",
+    "atomic_path",
+    "check_output",
+    "claim_output",
+    "protect_inputs",
+    "publish",
+    "stale_leftovers",
+    "write_file_atomic",
+]
 
 
 class OutputExistsError(ValueError):
     """The output exists and overwriting was not asked for."""
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> str:
-    """Refuse an output path that exists (unless ``overwrite``) or whose folder is missing.
+class OutputBusyError(ValueError):
+    """Another run is writing the output, or a dead run left its partial output behind."""
+
+
+class InputOverwriteError(ValueError):
+    """The output is, lies inside, or contains one of the command's inputs."""
+
+
+def _real(path) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def protect_inputs(path: str | os.PathLike, inputs: Iterable) -> None:
+    """Refuse an output that equals, lies inside, or contains any input.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The output.
+    inputs : iterable of str or PathLike or None
+        The command's inputs (None entries are skipped). Symbolic links are resolved.
+
+    Raises
+    ------
+    InputOverwriteError
+        One line naming the output, the input and what to do.
+    """
+    out = _real(path)
+    for src in inputs:
+        if src is None:
+            continue
+        inp = _real(src)
+        if out == inp:
+            raise InputOverwriteError(f"--out {os.fspath(path)!r} is the input {os.fspath(src)!r}; "
+                                      "write the output to another path (the input is never replaced)")
+        if os.path.commonpath([out, inp]) == inp:
+            raise InputOverwriteError(f"--out {os.fspath(path)!r} lies inside the input {os.fspath(src)!r}; "
+                                      "write the output outside it")
+        if os.path.commonpath([out, inp]) == out:
+            raise InputOverwriteError(f"--out {os.fspath(path)!r} contains the input {os.fspath(src)!r}; "
+                                      "replacing it would delete the input: write the output elsewhere")
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = ()) -> str:
+    """Refuse an output path that exists (unless ``overwrite``), whose folder is missing, or that would
+    touch an input.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    overwrite : bool
+    inputs : iterable of paths
+        See :func:`protect_inputs`.
 
     Returns
     -------
@@ -25,48 +113,302 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> str:
 
     Raises
     ------
-    OutputExistsError, ValueError
+    OutputExistsError, InputOverwriteError, ValueError
         One line naming the path and what to do.
     """
     path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
+    protect_inputs(path, inputs)
+    if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(f"{path!r} already exists; choose another --out or pass --overwrite")
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
-        raise ValueError(f"the folder {parent!r} for the output does not exist")
+        raise ValueError(f"the folder {parent!r} for the output does not exist; create it or choose another --out")
     return path
 
 
+# ---------------------------------------------------------------------------------------------- the claim
+
+_HELD: dict[str, str] = {}  # lock folder → token, for claims held by this process
+
+
+def _lock_dir(path: str) -> str:
+    parent, base = os.path.split(path)
+    return os.path.join(parent, f".{base}.lock")
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:
+        return None
+
+
+def _owner_record(token: str) -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _process_start(os.getpid()),
+            "claimed": time.time(), "token": token, "command": " ".join(sys.argv[:6])}
+
+
+def _read_owner(lock: str) -> dict:
+    try:
+        with open(os.path.join(lock, "owner.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(owner: dict) -> bool | None:
+    """True/False when the owner's process is known to run/not run here; None when it cannot be told."""
+    if not owner:
+        # a lock without a readable owner is either being created this instant or left by a crash
+        return None
+    if owner.get("host") != socket.gethostname():
+        return None
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return None
+    started = _process_start(pid)
+    if started is None:
+        return False
+    want = owner.get("started")
+    return want is None or abs(started - float(want)) < 1.0
+
+
+def stale_leftovers(path: str | os.PathLike) -> list[str]:
+    """Hidden leftovers of earlier runs on ``path``: ``.NAME.partial-*``, ``.NAME.old-*`` and ``.NAME.lock``.
+
+    Returns
+    -------
+    list of str
+        Absolute paths (nothing of a claim held by this process).
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    if not os.path.isdir(parent):
+        return []
+    names = [n for n in os.listdir(parent)
+             if n.startswith((f".{base}.partial-", f".{base}.old-")) or n == f".{base}.lock"]
+    return sorted(os.path.join(parent, n) for n in names)
+
+
+def _size(paths) -> int:
+    total = 0
+    for p in paths:
+        if os.path.isdir(p) and not os.path.islink(p):
+            total += sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs
+                         if os.path.isfile(os.path.join(d, f)))
+        elif os.path.isfile(p):
+            total += os.path.getsize(p)
+    return total
+
+
+def _remove(p: str) -> None:
+    if os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p, ignore_errors=True)
+    elif os.path.lexists(p):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+
+
+def _human(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes} B"  # pragma: no cover
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = (),
+                 resume: bool = False, keep: Iterable[str] = ()) -> Iterator[str]:
+    """Claim ``path`` for this process for the duration of the block (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The output file or folder.
+    overwrite : bool
+        An existing output may be replaced (at the end, by a rename); stale leftovers of dead runs are removed.
+    inputs : iterable of paths
+        Refused as outputs (:func:`protect_inputs`).
+    resume : bool
+        Stale leftovers are accepted (a resuming command reuses what it recognises in them); stale partial
+        outputs and locks are removed.
+    keep : iterable of str
+        Leftover names (e.g. a resume cache ``.NAME.resume``) that are not removed on stale clean-up.
+
+    Yields
+    ------
+    str
+        The absolute output path.
+
+    Raises
+    ------
+    OutputBusyError
+        Another live run holds the claim, or a dead run left leftovers and neither ``overwrite`` nor
+        ``resume`` was given.
+    """
+    path = check_output(path, overwrite=overwrite, inputs=inputs)
+    lock = _lock_dir(path)
+    if lock in _HELD:  # re-entrant inside one command
+        yield path
+        return
+    token = uuid.uuid4().hex
+    for _attempt in range(3):
+        try:
+            os.mkdir(lock)
+            break
+        except FileExistsError:
+            owner = _read_owner(lock)
+            alive = _alive(owner)
+            if not owner:
+                time.sleep(0.2)  # the other writer may be writing owner.json right now
+                owner = _read_owner(lock)
+                alive = _alive(owner) if owner else (False if time.time() - os.path.getmtime(lock) > 5 else True)
+            who = (f"pid {owner.get('pid')} on {owner.get('host')}, started "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.get('claimed', 0)))}"
+                   if owner else "an unknown process")
+            if alive or alive is None:
+                raise OutputBusyError(
+                    f"{path!r} is being written by another run ({who}); wait for it to finish or choose another "
+                    f"--out (if that run is gone, remove {lock!r})") from None
+            leftovers = [p for p in stale_leftovers(path) if os.path.basename(p) not in set(keep)]
+            if not (overwrite or resume):
+                raise OutputBusyError(
+                    f"a run that died ({who}) left {_human(_size(leftovers))} of partial output beside "
+                    f"{path!r}: pass --overwrite to remove it and start again"
+                    + (" (or --resume to continue it)" if keep else "")) from None
+            for p in leftovers:
+                if p != lock:
+                    _remove(p)
+            _remove(lock)
+    else:  # pragma: no cover - three races lost in a row
+        raise OutputBusyError(f"could not claim {path!r}: another run keeps claiming it")
+    try:
+        with open(os.path.join(lock, "owner.json"), "w") as f:
+            json.dump(_owner_record(token), f)
+        orphans = [p for p in stale_leftovers(path) if p != lock and os.path.basename(p) not in set(keep)]
+        if orphans:  # partials of a dead run of an older version (no lock), or of a run killed before locking
+            if not (overwrite or resume):
+                raise OutputBusyError(
+                    f"an earlier run left {_human(_size(orphans))} of partial output beside {path!r} "
+                    f"({os.path.basename(orphans[0])}): pass --overwrite to remove it and start again")
+            for p in orphans:
+                _remove(p)
+        _HELD[lock] = token
+        yield path
+    finally:
+        _HELD.pop(lock, None)
+        if _read_owner(lock).get("token") == token or not os.path.exists(os.path.join(lock, "owner.json")):
+            _remove(lock)
+
+
+# --------------------------------------------------------------------------------------------- publishing
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+
+
+def _renameat2(src: str, dst: str, flags: int) -> bool:
+    """Linux renameat2; False when the call is unavailable (raises OSError for real failures)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP if hasattr(errno, "ENOTSUP") else errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+def publish(tmp: str, path: str, *, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; replace an existing ``path`` only with ``overwrite`` and without a gap.
+
+    Parameters
+    ----------
+    tmp : str
+        Finished file or folder in the same folder as ``path``.
+    path : str
+        Destination.
+    overwrite : bool
+        An existing ``path`` is swapped out atomically and deleted; without it, an existing path is an error.
+    """
+    if not os.path.lexists(path):
+        try:
+            if _renameat2(tmp, path, _RENAME_NOREPLACE):
+                return
+        except FileExistsError:
+            if not overwrite:
+                raise OutputExistsError(f"{path!r} appeared while this run was writing it; the new output was "
+                                        "discarded: choose another --out or pass --overwrite") from None
+        else:
+            if not os.path.lexists(path):
+                os.rename(tmp, path)
+                return
+    if not overwrite:
+        raise OutputExistsError(f"{path!r} appeared while this run was writing it; the new output was discarded: "
+                                "choose another --out or pass --overwrite")
+    parent, base = os.path.split(path)
+    if os.path.isdir(tmp) or os.path.isdir(path):
+        if _renameat2(tmp, path, _RENAME_EXCHANGE):
+            _remove(tmp)  # now holds the old output
+            return
+        old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(path, old)
+        os.rename(tmp, path)
+        _remove(old)
+        return
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = ()) -> Iterator[str]:
     """Yield a temporary sibling path to write; rename it to ``path`` when the block succeeds.
 
-    On an exception the temporary output is deleted and an existing ``path`` is left untouched.
+    The path is claimed for the block (:func:`claim_output`; reused when this process already claimed it).
+    On an exception, including KeyboardInterrupt and SIGTERM, the temporary output is deleted and an
+    existing ``path`` is left untouched.
 
     Parameters
     ----------
     path : str or PathLike
         Final file or folder.
     overwrite : bool
-        Replace an existing ``path`` (only once the new output is complete).
+        Replace an existing ``path`` (only once the new output is complete, by an atomic swap).
+    inputs : iterable of paths
+        Paths the output must not equal, lie inside or contain.
 
     Yields
     ------
     str
         Temporary path (same folder, hidden name, same extension).
     """
-    path = check_output(path, overwrite=overwrite)
-    parent, base = os.path.dirname(path), os.path.basename(path)
-    tmp = os.path.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}{os.path.splitext(base)[1]}")
+    with claim_output(path, overwrite=overwrite, inputs=inputs) as path:
+        parent, base = os.path.dirname(path), os.path.basename(path)
+        tmp = os.path.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}{os.path.splitext(base)[1]}")
+        try:
+            yield tmp
+            publish(tmp, path, overwrite=overwrite)
+        finally:
+            _remove(tmp)
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` by a temporary sibling and ``os.replace`` (readers see old or new, never half)."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        yield tmp
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

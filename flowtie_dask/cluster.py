@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from typing import Any, Iterator
 
-__all__ = ["ClusterError", "cluster_client", "compute"]
+__all__ = ["ClusterError", "cluster_client", "compute", "describe_task", "parse_address"]
 
 
 class ClusterError(RuntimeError):
@@ -46,6 +47,39 @@ def _local_gpu(gpus: int, threads: int, host: str, dashboard: str | None):
         if "NVML" in name or "CUDA" in name.upper() or "nvml" in str(exc).lower():
             raise ClusterError(f"no GPU found ({name}); run without --gpus to use the CPU") from None
         raise ClusterError(f"could not start a GPU cluster: {exc}") from None
+
+
+def parse_address(text: str, *, option: str = "--dashboard") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (or ``:PORT``) and check it.
+
+    Returns
+    -------
+    (host, port) : (str, int)
+        Host "" when only a port is given.
+
+    Raises
+    ------
+    ClusterError
+        One line naming ``option`` when the text is not HOST:PORT with a port in 0–65535.
+    """
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ClusterError(f"{option} {text!r} is not HOST:PORT (e.g. 127.0.0.1:8787; port 0 picks a free one)")
+    return host.strip("[]"), int(port)
+
+
+def _dashboard_link(link: str, dashboard: str) -> str:
+    """The link on the interface the dashboard listens on (the scheduler's --host may be another one)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    host, _ = parse_address(dashboard)
+    parts = urlsplit(link)
+    if not host or host in ("0.0.0.0", "::"):
+        return link
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager
@@ -89,7 +123,9 @@ def cluster_client(
     if sum(bool(x) for x in (gpus, scheduler, scheduler_file)) > 1:
         raise ClusterError("give only one of --gpus, --scheduler and --scheduler-file")
     if gpus and gpus < 0:
-        raise ClusterError(f"--gpus must be positive, got {gpus}")
+        raise ClusterError(f"--gpus must be ≥ 0, got {gpus}")
+    if dashboard is not None:
+        parse_address(dashboard)
     if scheduler is None and scheduler_file is None and not gpus and workers == 0:
         yield None
         return
@@ -116,6 +152,8 @@ def cluster_client(
     try:
         if announce is not None and dashboard is not None:
             link = getattr(client, "dashboard_link", None)
+            if link and cluster is not None:
+                link = _dashboard_link(link, dashboard)
             if link:
                 announce(f"Dask dashboard: {link}")
         yield client
@@ -150,10 +188,32 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
             with ProgressBar(out=sys.stderr):
                 return dask.compute(*collections)
         return dask.compute(*collections)
-    futures = client.compute(list(collections))
-    if progress:
-        from distributed import progress as dprogress
+    from distributed.scheduler import KilledWorker
 
-        dprogress(futures, notebook=False)
-        print(file=sys.stderr)
-    return tuple(client.gather(futures))
+    futures = client.compute(list(collections))
+    try:
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(futures, notebook=False)
+            print(file=sys.stderr)
+        return tuple(client.gather(futures))
+    except KilledWorker as exc:
+        raise ClusterError(
+            f"Dask workers died {exc.allowed_failures + 1} times running task {describe_task(exc.task)} "
+            "(most likely out of memory, see the worker logs): use smaller tiles (--tile-size), fewer threads "
+            "per worker, or more memory per worker") from None
+    finally:
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+
+
+def describe_task(key: Any) -> str:
+    """A Dask task key as a user reads it: ``tile-X-Y-…`` keys name the tile's first scan position."""
+    name = key[0] if isinstance(key, tuple) else key
+    name = str(name)
+    m = re.match(r"^(tile|field|project)-(\d+)-(\d+)-", name)
+    if m:
+        what = {"tile": "tile", "field": "gradient field of the tile", "project": "projection of the tile"}[m[1]]
+        return f"{name!r} ({what} starting at scan position Rx={m[2]}, Ry={m[3]})"
+    return repr(name)

@@ -8,6 +8,8 @@ once at the end. The kernels are :mod:`flowtie_dask.reconstruct`'s and run uncha
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,6 +19,7 @@ import numpy as np
 from . import __version__
 from .geometry import ReconstructionGeometry
 from .projection import divide_illumination, unwrap
+from .quality import check_phase
 from .reconstruct import reconstruct_tile
 from .store import ScanStore, open_scan_store
 
@@ -100,21 +103,59 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
     return tiles
 
 
-def _read_block(array: Any, rows: list[int], cols: list[int]) -> np.ndarray:
-    """Read intensity[:, rows, cols] (contiguous ranges by slicing, wrapped ones by orthogonal indexing)."""
-    def as_slice(idx):
-        if all(b - a == 1 for a, b in zip(idx, idx[1:])):
-            return slice(idx[0], idx[-1] + 1)
-        return None
+def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None):
+    """Read intensity[defocus][:, rows, cols] and check its values (:func:`flowtie_dask.quality.check_block`).
 
-    sr, sc = as_slice(rows), as_slice(cols)
-    if sr is not None and sc is not None:
-        return np.asarray(array[:, sr, sc], dtype=np.float32)
-    return np.asarray(array.oindex[:, np.asarray(rows), np.asarray(cols)], dtype=np.float32)
+    Parameters
+    ----------
+    path : str
+        Scan store.
+    rows, cols : list of int
+        Global scan indices (contiguous or wrapped).
+    defocus : list of int, optional
+        Defocus indices to read (default all three).
+
+    Returns
+    -------
+    block : ndarray, shape (D, len(rows), len(cols), Qx, Qy), float32 (host)
+    report : BlockReport
+    """
+    from .quality import check_block
+    from .store import read_block
+
+    block = read_block(path, rows, cols, defocus=defocus)
+    defocus = [0, 1, 2] if defocus is None else list(defocus)
+    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=path)
+
+
+def _save_partial(cache: str | None, name: str, part: tuple) -> tuple:
+    """Write a finished tile partial atomically into the resume cache (no-op without a cache)."""
+    if cache is None:
+        return part
+    import io
+
+    from .atomic import write_file_atomic
+
+    (ox, oy), num, ill, report = part
+    buf = io.BytesIO()
+    np.savez(buf, offset=np.array([ox, oy]), num=num, ill=ill,
+             report=np.frombuffer(json.dumps(report.as_full()).encode(), dtype=np.uint8))
+    write_file_atomic(os.path.join(cache, f"{name}.npz"), buf.getvalue())
+    return part
+
+
+def load_partial(file: str) -> tuple:
+    """A tile partial written by an earlier run (``offset, numerator, illumination, report``)."""
+    from .quality import BlockReport
+
+    with np.load(file) as z:
+        report = BlockReport.from_full(json.loads(z["report"].tobytes().decode()))
+        return (int(z["offset"][0]), int(z["offset"][1])), z["num"], z["ill"], report
 
 
 def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, periodic: bool,
-              phase_method: Callable | None = None, device: str = "cpu"):
+              phase_method: Callable | None = None, device: str = "cpu", cache: str | None = None,
+              name: str = ""):
     """One Dask task: read a haloed tile from the store and return its partial projection.
 
     Returns
@@ -122,17 +163,17 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, period
     offset : (int, int)
     numerator : ndarray, complex128 (host)
     illumination : ndarray, float64 (host)
+    report : BlockReport
+        Values repaired in the tile's block.
     """
-    import zarr
-
     from .backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    array = zarr.open_array(f"{path}/intensity", mode="r")
-    block = xp.asarray(_read_block(array, tile["rows"], tile["cols"]))
+    block, report = read_checked(path, tile["rows"], tile["cols"])
+    block = xp.asarray(block)
     offset, num, ill = reconstruct_tile(block, geometry, xs=tile["xs"], ys=tile["ys"], interior=tile["interior"],
                                         periodic=periodic, boundary=tile["boundary"], phase_method=phase_method)
-    return offset, asnumpy(num), asnumpy(ill)
+    return _save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
 def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, phase_method, device: str = "cpu"):
@@ -142,13 +183,11 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, phase
     -------
     ndarray, shape (2, tx, ty, Qx, Qy), float32 (host), rad/Å
     """
-    import zarr
-
     from .backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    array = zarr.open_array(f"{path}/intensity", mode="r")
-    block = geometry.orient(xp.asarray(_read_block(array, tile["rows"], tile["cols"])))
+    block, _ = read_checked(path, tile["rows"], tile["cols"])
+    block = geometry.orient(xp.asarray(block))
     _, g = phase_method.field(block, geometry)
     ix, iy = tile["interior"]
     return asnumpy(g[:, ix, iy]).astype(np.float32)
@@ -162,30 +201,45 @@ def _integrate_block(g, *, step, boundary):
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,
-                 device: str = "cpu"):
+                 device: str = "cpu", cache: str | None = None, name: str = ""):
     """Stage 3: exit waves of a tile's interior from its integrated phase and project them.
+
+    The in-focus patterns are read with the tile's halo and checked like the field stage's, so both stages
+    see the same repaired values.
 
     Returns
     -------
-    offset, numerator, illumination
-        As :func:`flowtie_dask.reconstruct.project_tile` (host arrays).
+    offset, numerator, illumination, report
+        As :func:`tile_task` (host arrays).
     """
-    import zarr
-
     from .backend import asnumpy, get_array_module
     from .reconstruct import project_tile
 
     xp = get_array_module(device=device)
-    array = zarr.open_array(f"{path}/intensity", mode="r")
     mid = int(np.argsort(np.asarray(geometry.c10))[1])
     xs, ys = tile["xs"], tile["ys"]
-    i0 = geometry.orient(xp.asarray(np.asarray(array[mid, xs[0]:xs[-1] + 1, ys[0]:ys[-1] + 1], dtype=np.float32)))
+    block, report = read_checked(path, tile["rows"], tile["cols"], defocus=[mid])
+    ix, iy = tile["interior"]
+    i0 = geometry.orient(xp.asarray(block[0][ix, iy]))
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
     offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
-    return offset, asnumpy(num), asnumpy(ill)
+    return _save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
-def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
+def _tile_name(kind: str, t: dict) -> str:
+    """File name of a tile's partial in the resume cache (the cache's record fixes everything else)."""
+    return f"{kind}-{t['xs'][0]}-{t['ys'][0]}"
+
+
+def _run_token(path, tiles, periodic, phase_method) -> str:
+    """Deterministic part of the Dask keys: store, tiling and method (not the model's weights' bytes)."""
+    import dask
+
+    who = (type(phase_method).__name__, getattr(phase_method, "path", None), getattr(phase_method, "symmetry", None))
+    return dask.base.tokenize(path, tiles, periodic, who)[:12]
+
+
+def _global_parts(st, geometry, tiles, *, periodic, phase_method, device, cache=None, done=()):
     """Partials of the three-stage graph: per-tile fields → whole-scan integration per detector-pixel block
     (rechunk) → per-tile projection. Tiled equals whole-scan up to the model's view of tile edges."""
     import dask
@@ -197,6 +251,11 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
     starts_y = sorted({t["ys"][0] for t in tiles})
     grid = {(t["xs"][0], t["ys"][0]): t for t in tiles}
     geo = dask.delayed(geometry, pure=True)
+    token = _run_token(st.path, tiles, periodic, phase_method)
+    names = {(t["xs"][0], t["ys"][0]): _tile_name("project", t) for t in tiles}
+    if all(names[k] in done for k in names):  # every projection finished in an earlier run
+        load = dask.delayed(load_partial, pure=True)
+        return [load(os.path.join(cache, f"{names[k]}.npz")) for k in names]
     field = dask.delayed(field_task, pure=True)
     rows = []
     for x0 in starts_x:
@@ -204,7 +263,8 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
         for y0 in starts_y:
             t = grid[(x0, y0)]
             shape = (2, len(t["xs"]), len(t["ys"]), qx, qy)
-            row.append(da.from_delayed(field(st.path, geo, t, phase_method=phase_method, device=device),
+            row.append(da.from_delayed(field(st.path, geo, t, phase_method=phase_method, device=device,
+                                             dask_key_name=f"{_tile_name('field', t)}-{token}"),
                                        shape=shape, dtype=np.float32))
         rows.append(da.concatenate(row, axis=2))
     g = da.concatenate(rows, axis=1)
@@ -220,26 +280,38 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device):
                           method="tasks")
     blocks = phase.to_delayed()  # (nx, ny, 1, 1) Delayed, the supported hand-over from arrays to delayed tasks
     proj = dask.delayed(project_task, pure=True)
+    load = dask.delayed(load_partial, pure=True)
     parts = []
     for i, x0 in enumerate(starts_x):
         for j, y0 in enumerate(starts_y):
-            parts.append(proj(st.path, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device))
+            name = names[(x0, y0)]
+            if name in done:
+                parts.append(load(os.path.join(cache, f"{name}.npz")))
+            else:
+                parts.append(proj(st.path, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device,
+                                  cache=cache, name=name, dask_key_name=f"{name}-{token}"))
     return parts
 
 
 def _accumulate(shape, *parts):
+    """Sum tile partials ``(offset, num, ill, report)`` and partial sums ``(num, ill, report)``."""
+    from .quality import BlockReport
+
     num = np.zeros(shape, dtype=np.complex128)
     ill = np.zeros(shape, dtype=np.float64)
+    report = BlockReport()
     for part in parts:
-        if isinstance(part, tuple) and len(part) == 2 and isinstance(part[0], np.ndarray):
+        if len(part) == 3 and isinstance(part[0], np.ndarray):
             num += part[0]
             ill += part[1]
+            report = report.merge(part[2])
             continue
-        (ox, oy), n, d = part
+        (ox, oy), n, d, r = part
         sx, sy = n.shape
         num[ox:ox + sx, oy:oy + sy] += n
         ill[ox:ox + sx, oy:oy + sy] += d
-    return num, ill
+        report = report.merge(r)
+    return num, ill, report
 
 
 def reconstruct_store(
@@ -257,6 +329,7 @@ def reconstruct_store(
     model: str | None = None,
     integration: str = "auto",
     symmetry: str = "none",
+    cache: str | None = None,
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store, tile by tile on Dask.
 
@@ -292,10 +365,17 @@ def reconstruct_store(
     symmetry : {"none", "mirror", "d4"}
         FlowTIE only: average the model's prediction over the specimen mirrors (4 evaluations) or the
         square's symmetry group (8); see :class:`flowtie_dask.model.inference.FlowTIEPhase`.
+    cache : str, optional
+        Folder for finished tile partials (``tile-X-Y.npz``, ``project-X-Y.npz``), each written atomically
+        when its task ends. Partials found there are loaded instead of recomputed, so a run interrupted
+        after some tiles resumes from them. The caller guarantees the folder belongs to the same inputs
+        (:func:`flowtie_dask.resume.resume_workspace` checks a record of them).
 
     Returns
     -------
     ReconstructionResult
+        ``attrs["tiles_reused"]``/``["tiles_computed"]`` count the partials loaded from / computed into
+        ``cache``; ``attrs["data_repairs"]`` lists the repaired patterns and pixels.
     """
     import dask
 
@@ -324,6 +404,9 @@ def reconstruct_store(
         tile_size = (tile_size, tile_size)
     if halo < 0:
         raise ValueError(f"halo must be ≥ 0 scan positions, got {halo}")
+    if halo > max(st.scan_shape):
+        raise ValueError(f"--halo {halo} is larger than the scan ({st.scan_shape[0]}×{st.scan_shape[1]} positions): "
+                         f"use at most {max(st.scan_shape)} (the default 16 suits most scans)")
     tiles = plan_tiles(st.scan_shape, tile_size, halo, periodic=periodic)
     start = time.perf_counter()
     if integration not in ("auto", "tile", "global"):
@@ -332,25 +415,39 @@ def reconstruct_store(
                                                and len(tiles) > 1)
     if use_global and not hasattr(phase_method, "field"):
         raise ValueError("integration='global' needs a method that predicts gradient fields (flowtie)")
+    done = set()
+    if cache is not None:
+        os.makedirs(cache, exist_ok=True)
+        done = {n[:-4] for n in os.listdir(cache) if n.endswith(".npz")}
+    token = _run_token(st.path, tiles, periodic, phase_method)
     if use_global:
-        parts = _global_parts(st, geometry, tiles, periodic=periodic, phase_method=phase_method, device=device)
+        parts = _global_parts(st, geometry, tiles, periodic=periodic, phase_method=phase_method, device=device,
+                              cache=cache, done=done)
+        names = [_tile_name("project", t) for t in tiles]
     else:
         parts = []
         task = dask.delayed(tile_task, pure=True)
+        load = dask.delayed(load_partial, pure=True)
         geo = dask.delayed(geometry, pure=True)
-        for t in tiles:
-            parts.append(task(st.path, geo, t, periodic=periodic, phase_method=phase_method, device=device,
-                              dask_key_name=f"tile-{t['xs'][0]}-{t['ys'][0]}-"
-                                            f"{dask.base.tokenize(st.path, t, periodic)}"))
+        names = [_tile_name("tile", t) for t in tiles]
+        for t, name in zip(tiles, names):
+            if name in done:
+                parts.append(load(os.path.join(cache, f"{name}.npz")))
+            else:
+                parts.append(task(st.path, geo, t, periodic=periodic, phase_method=phase_method, device=device,
+                                  cache=cache, name=name, dask_key_name=f"{name}-{token}"))
+    reused = sum(n in done for n in names)
     # tree reduction: groups of 8 partials into full-size sums, then a final sum
     acc = dask.delayed(_accumulate, pure=True)
     while len(parts) > 1:
         parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
     final = acc(shape, parts[0])
-    (num, ill), = compute(final, client=client, progress=progress)
+    (num, ill, report), = compute(final, client=client, progress=progress)
     obj = divide_illumination(num, ill, eps=eps)
-    lit = ill > 0.05 * ill.max()
+    lit = ill > 0.05 * ill.max() if np.isfinite(ill).all() and ill.max() > 0 else np.ones(ill.shape, bool)
     phase = np.angle(obj)
+    check_phase(phase, valid=lit, what=f"the {method} phase of {st.path}")
+    phase = np.where(np.isfinite(phase), phase, 0.0)  # only unlit pixels can be non-finite here
     phase = unwrap(phase, periodic=periodic, mask=None if periodic else ~lit)
     elapsed = time.perf_counter() - start
     attrs = {
@@ -366,6 +463,10 @@ def reconstruct_store(
         "source": st.path,
         "flowtie_dask_version": __version__,
         "scan_metadata": {k: v for k, v in st.metadata.to_attrs().items() if k != "provenance"},
+        "tiles_reused": reused,
+        "tiles_computed": len(names) - reused,
+        "data_repairs": report.as_attrs(),
+        "data_repairs_summary": report.summary(),
     }
     return ReconstructionResult(phase=phase, amplitude=np.abs(obj), illumination=ill, pixel_size=geometry.pixel,
                                 origin=origin, periodic=periodic, attrs=attrs)

@@ -153,6 +153,36 @@ def divide_illumination(numerator: Any, illumination: Any, *, eps: float = 1e-3)
     return numerator / (illumination + eps * float(illumination.max()))
 
 
+#: Seconds the unwrapper may take before the run is stopped with a message (it takes < 1 s on 10⁶ pixels).
+UNWRAP_SECONDS = 600.0
+
+
+def run_with_time_budget(fn, *args, seconds: float, what: str, **kwargs):
+    """Call ``fn`` in a daemon thread; raise ``TimeoutError`` naming ``what`` if it has not returned in time.
+
+    A stalled library call cannot be killed, but the command still ends with a message instead of hanging.
+    """
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name=f"budget:{what}")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"{what} did not finish in {seconds:g} s (a stalled library call); nothing was written: "
+                           "report this with the input that caused it")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def unwrap(phase: np.ndarray, *, periodic: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
     """Unwrap a 2D phase map where it exceeds ±π (scikit-image's ``unwrap_phase``).
 
@@ -173,10 +203,17 @@ def unwrap(phase: np.ndarray, *, periodic: bool = False, mask: np.ndarray | None
     from skimage.restoration import unwrap_phase
 
     phase = np.asarray(phase, dtype=np.float64)
+    bad = ~np.isfinite(phase)
+    if bad.any():
+        if mask is None or np.any(bad & ~mask):
+            raise ValueError(f"the phase to unwrap has {int(bad.sum())} non-finite pixels where it is defined; "
+                             "the reconstruction produced NaN: check the data with 'flowtie-dask info --check'")
+        phase = np.where(bad, 0.0, phase)
     if float(np.ptp(phase)) < 1.5 * math.pi and not _has_wraps(phase, periodic):
         return phase.copy()
     data = np.ma.masked_array(phase, mask=mask) if mask is not None else phase
-    out = unwrap_phase(data, wrap_around=(periodic, periodic))
+    out = run_with_time_budget(unwrap_phase, data, wrap_around=(periodic, periodic), seconds=UNWRAP_SECONDS,
+                               what="phase unwrapping (skimage.restoration.unwrap_phase)")
     return np.asarray(np.ma.filled(out, 0.0) if np.ma.isMaskedArray(out) else out, dtype=np.float64)
 
 

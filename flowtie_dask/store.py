@@ -796,8 +796,8 @@ def _bad_chunks_in(array, coords_list) -> list["BadChunk"]:
     return bad
 
 
-def read_block(source, rows, cols, *, dtype=np.float32) -> np.ndarray:
-    """Read ``intensity[:, rows, cols]`` of a scan store, naming any bad chunk.
+def read_block(source, rows, cols, *, defocus=None, dtype=np.float32) -> np.ndarray:
+    """Read ``intensity[defocus, rows, cols]`` of a scan store, naming any bad chunk.
 
     A plain module-level function (picklable: Dask tasks call it with the store's path). Contiguous ranges are
     read by slicing, non-contiguous or wrapped index lists (e.g. ``[14, 15, 0, 1]``) by orthogonal indexing,
@@ -809,12 +809,15 @@ def read_block(source, rows, cols, *, dtype=np.float32) -> np.ndarray:
         The scan store folder (or its ``intensity`` array, opened or as a path).
     rows, cols : sequence of int or slice
         Scan positions along Rx and Ry.
+    defocus : sequence of int, optional
+        Defocus indices to read (default all three).
     dtype : numpy dtype
         Of the returned array (float32 by default).
 
     Returns
     -------
-    ndarray, shape (3, len(rows), len(cols), Qx, Qy)
+    ndarray, shape (D, len(rows), len(cols), Qx, Qy)
+        D = 3, or ``len(defocus)``.
 
     Raises
     ------
@@ -827,21 +830,23 @@ def read_block(source, rows, cols, *, dtype=np.float32) -> np.ndarray:
     array = _open_intensity(source)
     shape = tuple(array.shape)
     sr, sc = _as_index(rows, shape[1]), _as_index(cols, shape[2])
+    sd = slice(None) if defocus is None else _as_index(list(defocus), shape[0])
     cs, grid = _object_shape(array), _chunk_grid(array)
-    touched = list(itertools.product(range(grid[0]), _touched(sr, shape[1], cs[1]), _touched(sc, shape[2], cs[2]),
-                                     *(range(g) for g in grid[3:])))
+    touched = list(itertools.product(_touched(sd, shape[0], cs[0]), _touched(sr, shape[1], cs[1]),
+                                     _touched(sc, shape[2], cs[2]), *(range(g) for g in grid[3:])))
     # A missing chunk reads as zeros without an error: look for the touched ones first (a stat each).
     missing = [c for c, ok in zip(touched, _on_disk(array, touched)) if not ok]
     if missing:
         _raise_bad(array, [BadChunk(f"{_array_name(array)}/{_chunk_key(array, c)}", _chunk_where(array, c),
                                     "missing", "missing") for c in missing])
     try:
-        if isinstance(sr, slice) and isinstance(sc, slice):
-            out = array[:, sr, sc]
+        if isinstance(sr, slice) and isinstance(sc, slice) and isinstance(sd, slice):
+            out = array[sd, sr, sc]
         else:
             ir = np.arange(shape[1])[sr] if isinstance(sr, slice) else sr
             ic = np.arange(shape[2])[sc] if isinstance(sc, slice) else sc
-            out = array.oindex[:, ir, ic]
+            idd = np.arange(shape[0])[sd] if isinstance(sd, slice) else sd
+            out = array.oindex[idd, ir, ic]
     except Exception:  # noqa: BLE001 - find the chunk that failed, one at a time
         bad = _bad_chunks_in(array, touched)
         if not bad:

@@ -46,7 +46,7 @@ def test_dask_pipeline_equals_the_plain_kernels(small, tile):
     g = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape, detector_shape=st.detector_shape)
     shape, _ = g.object_grid(periodic=True)
     tiles = plan_tiles(st.scan_shape, tile, 4, periodic=True)
-    num, ill = _accumulate(shape, *[tile_task(st.path, g, t, periodic=True) for t in tiles])  # inline NumPy
+    num, ill, _ = _accumulate(shape, *[tile_task(st.path, g, t, periodic=True) for t in tiles])  # inline NumPy
     expected = np.angle(divide_illumination(num, ill))
     res = reconstruct_store(small, tile_size=tile, halo=4, progress=False)
     np.testing.assert_allclose(res.illumination, ill, rtol=1e-10)

@@ -1,14 +1,28 @@
-"""Entry point of the ``flowtie-dask`` command: sub-command registry and error handling."""
+"""Entry point of the ``flowtie-dask`` command: sub-command registry and error handling.
+
+Every refusal is one line on stderr, ``flowtie-dask COMMAND: error: …``, and exit status 2; an interrupt
+(Ctrl-C) exits 130 and SIGTERM (what a batch system's time limit sends) exits 143, both after the
+command's clean-up has run (partial outputs removed, resumable work kept).
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .. import __version__
 from . import evaluate, export, import_, info, reconstruct, simulate, train
 
 COMMANDS = (simulate, import_, train, reconstruct, evaluate, export, info)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up as for Ctrl-C runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,19 +38,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _quiet_shutdown() -> None:
+    """After an interrupt, silence the loggers of Dask's shutting-down cluster (no tracebacks after our line)."""
+    import logging
+
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 success, 2 bad input, 130 interrupted, 143 terminated)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. called from a test's thread)
+        previous = None
     try:
         return int(args.run(args) or 0)
+    except Terminated:
+        _quiet_shutdown()
+        print(f"flowtie-dask {args.command}: terminated (SIGTERM); no output was written"
+              + getattr(args, "resume_note", ""), file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("flowtie-dask: interrupted; no output was written", file=sys.stderr)
+        _quiet_shutdown()
+        print(f"flowtie-dask {args.command}: interrupted; no output was written" + getattr(args, "resume_note", ""),
+              file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError) as exc:  # ScanStoreError, ClusterError, bad files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"flowtie-dask {args.command}: error: {msg}", file=sys.stderr)
+    except MemoryError as exc:
+        detail = f" ({_one_line(exc)})" if str(exc) else ""
+        print(f"flowtie-dask {args.command}: error: out of memory{detail}: use smaller tiles (--tile-size), a "
+              "smaller --halo, fewer threads per worker, or a machine with more memory", file=sys.stderr)
         return 2
+    except (ValueError, RuntimeError, OSError) as exc:  # ScanStoreError, ClusterError, bad files
+        print(f"flowtie-dask {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

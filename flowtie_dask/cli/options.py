@@ -32,6 +32,33 @@ def positive_float(text: str) -> float:
     return v
 
 
+def address(text: str) -> str:
+    """argparse type: ``HOST:PORT`` with a port in 0–65535."""
+    from ..cluster import ClusterError, parse_address
+
+    try:
+        parse_address(text)
+    except ClusterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def pair(values, *, option: str):
+    """One or two values of an ``nargs="+"`` option as a pair (one value serves both axes).
+
+    Raises
+    ------
+    ValueError
+        Naming ``option`` when more than two values are given.
+    """
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"{option} takes one or two values (along Rx and Ry), got {len(values)}: "
+                         f"{' '.join(str(v) for v in values)}")
+    return (values[0], values[-1])
+
+
 def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "all cores") -> None:
     """--workers/--threads/--gpus/--scheduler/--scheduler-file/--dashboard/--no-progress."""
     g = p.add_argument_group("execution (Dask)")
@@ -41,13 +68,13 @@ def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "a
     g.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="threads per worker (default: 1); with --gpus, threads per GPU worker, which overlap "
                         "reading Zarr with GPU work")
-    g.add_argument("--gpus", type=positive_int, default=0, metavar="N",
-                   help="one worker per GPU through dask-cuda (needs the [gpu] extra)")
+    g.add_argument("--gpus", type=nonnegative_int, default=0, metavar="N",
+                   help="one worker per GPU through dask-cuda (needs the [gpu] extra); 0 = CPU only")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     g.add_argument("--scheduler-file", default=None, metavar="FILE",
                    help="join the scheduler described by this file (dask-mpi, dask-jobqueue, SLURM)")
-    g.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT",
+    g.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT", type=address,
                    help="dashboard address of a local cluster (default: 127.0.0.1:8787, loopback only)")
     g.add_argument("--host", default="127.0.0.1",
                    help="interface local workers and scheduler bind to (default: loopback)")

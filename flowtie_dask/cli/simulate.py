@@ -10,7 +10,7 @@ from ..cluster import cluster_client
 from ..simulate.collection import open_collection, simulate_collection
 from ..simulate.series import SimulationParameters, simulate_to_store
 from ..store import open_scan_store
-from .options import add_cluster_options, cluster_kwargs, positive_float, positive_int
+from .options import add_cluster_options, cluster_kwargs, pair, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -77,19 +77,11 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _pair(values):
-    if values is None:
-        return None
-    if len(values) > 2:
-        raise ValueError(f"give one or two values, got {values}")
-    return (values[0], values[-1])
-
-
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the store, then print its summary."""
     params = SimulationParameters(
         material=args.material,
-        lateral_cells=_pair(args.lateral_cells),
+        lateral_cells=pair(args.lateral_cells, option="--lateral-cells"),
         lateral_size=args.lateral_size,
         thickness_cells=args.thickness_cells if args.thickness is not None or args.thickness_cells else 1,
         thickness=args.thickness,
@@ -98,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         defocus_step=args.defocus_step,
         cs=args.cs,
         aperture_edge=args.aperture_edge,
-        detector_pixels=_pair(args.detector_pixels),
-        gpts=_pair(args.gpts),
-        scan_pixels=_pair(args.scan_pixels),
+        detector_pixels=pair(args.detector_pixels, option="--detector-pixels"),
+        gpts=pair(args.gpts, option="--gpts"),
+        scan_pixels=pair(args.scan_pixels, option="--scan-pixels"),
         slice_thickness=args.slice_thickness,
         dose=args.dose,
         frozen_phonons=args.frozen_phonons,
@@ -118,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                                        thickness_cells_range=args.thickness_cells_range,
                                        progress=not args.no_progress, overwrite=args.overwrite)
         else:
-            path = simulate_to_store(params, args.out, chunks=_pair(args.chunk), client=client,
+            path = simulate_to_store(params, args.out, chunks=pair(args.chunk, option="--chunk"), client=client,
                                      progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if args.count:
