@@ -831,6 +831,14 @@ def export_result(result_path, out, *, overwrite=False) -> str:
     try:
         group = zarr.open_group(path, mode="r")
     except Exception:
+        meta = os.path.join(path, "zarr.json")
+        if os.path.isfile(meta):  # a damaged metadata file: say which and where
+            try:
+                with open(meta, encoding="utf-8", errors="replace") as f:
+                    json.loads(f.read())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{meta!r} is not valid JSON (line {exc.lineno} column {exc.colno}): {exc.msg}; "
+                                 "the group is damaged: re-create it (reconstruct or import again)") from None
         raise ValueError(f"{path!r} is not a Zarr group; give the result folder written by "
                          "'flowtie-dask reconstruct'") from None
     if "phase" not in group:

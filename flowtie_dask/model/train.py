@@ -242,6 +242,10 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
 
         dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
+    loaded = None
+    if resume or config.init_from:  # checked (and kept) before any data is read; the RNG is left as it was
+        with torch.random.fork_rng(devices=[]):
+            loaded = load_checkpoint(out if resume else config.init_from, map_location=device)
     torch.manual_seed(config.seed + rank)
     train_stores, val_stores = split_members(data, seed=config.seed)
     if not val_stores:
@@ -259,7 +263,7 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     geo = geos[0]
     history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one continues
     if resume or config.init_from:  # the architecture is the checkpoint's
-        model, meta, payload = load_checkpoint(out if resume else config.init_from, map_location=device)
+        model, meta, payload = loaded
         model.train()
         earlier = dict(meta.get("training", {}))
         stages = earlier.pop("stages", []) + ([earlier] if earlier else [])

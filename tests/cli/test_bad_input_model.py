@@ -266,3 +266,16 @@ def test_export_of_a_store_with_nan_is_refused(tmp_path, capsys, store):
                    inputs=[bad], outputs=outs, capsys=capsys)
     assert main(["export", store, "--out", str(tmp_path / "cube")]) == 0  # the control
     assert all(o.exists() for o in outs)
+
+
+def test_export_of_a_result_with_malformed_metadata_names_the_file_and_place(tmp_path, capsys, result):
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(result, bad)
+    (bad / "zarr.json").write_text('{"zarr_format": 3,\n "node_type": "group", }')
+    out = tmp_path / "bad.h5"
+    assert_refused(["export", bad, "--out", out],
+                   match=r"^flowtie-dask export: error: '.*bad.zarr/zarr.json' is not valid JSON \(line 2 column 24\): "
+                         r"Expecting property name enclosed in double quotes; the group is damaged",
+                   inputs=[bad], outputs=[out], capsys=capsys)
