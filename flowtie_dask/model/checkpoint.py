@@ -123,6 +123,10 @@ def check_compatible(record: dict, geometry, *, tolerance: float = 0.1, source: 
                 "('flowtie-dask train') or use --method tie")
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
 def _open_for_writing(path: str):
     """The file a checkpoint's bytes go to (a seam for tests of a full disk)."""
     return open(path, "wb")
@@ -186,7 +190,7 @@ def save_checkpoint(path: str, *, model, meta: dict, optimizer=None) -> str:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise CheckpointError(
-                f"the disk is full: the checkpoint {os.path.abspath(path)!r} ({buffer.tell() / 2**20:.1f} MiB) could "
+                f"the disk is full: the checkpoint {os.path.abspath(path)!r} ({_size(buffer.tell())}) could "
                 "not be written (an earlier one there is unchanged); free space or choose another --out") from None
         raise
     return os.path.abspath(path)

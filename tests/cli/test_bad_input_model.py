@@ -180,7 +180,7 @@ def test_train_on_a_full_disk_says_so_naming_the_checkpoint(tmp_path, capsys, st
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("epoch 1: train ")  # the epoch's log line, then the one error line
     assert len(lines) == 2 and re.fullmatch(
-        r"flowtie-dask train: error: the disk is full: the checkpoint '.*m.pt' \(.* MiB\) could not be written "
+        r"flowtie-dask train: error: the disk is full: the checkpoint '.*m.pt' \(\d+(\.\d)? [KM]iB\) could not be written "
         r"\(an earlier one there is unchanged\); free space or choose another --out", lines[1]), lines
     assert not out.exists() and os.listdir(tmp_path) == []
     assert tree_checksum(store) == before

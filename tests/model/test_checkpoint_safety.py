@@ -208,7 +208,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_earlier_checkpoint(good, tmp_p
         pytest.skip("needs /dev/full (Linux) for a real ENOSPC")
     before = open(good, "rb").read()
     monkeypatch.setattr(checkpoint, "_open_for_writing", lambda tmp: open("/dev/full", "wb"))
-    with pytest.raises(CheckpointError, match=r"the disk is full: the checkpoint '.*good.pt' \(.* MiB\) could not be "
+    with pytest.raises(CheckpointError, match=r"the disk is full: the checkpoint '.*good.pt' \(\d+(\.\d)? [KM]iB\) could not be "
                                               r"written \(an earlier one there is unchanged\)") as info:
         save_checkpoint(good, model=SharedFlowModel(hidden=8, depth=3), meta={})
     assert "\n" not in str(info.value)
