@@ -275,10 +275,12 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
                     f"--out (if that run is gone, remove {lock!r})") from None
             leftovers = [p for p in stale_leftovers(path) if os.path.basename(p) not in set(keep)]
             if not (overwrite or resume):
+                kept = [os.path.join(os.path.dirname(path), k) for k in keep
+                        if os.path.exists(os.path.join(os.path.dirname(path), k))]
                 raise OutputBusyError(
-                    f"a run that died ({who}) left {_human(_size(leftovers))} of partial output beside "
+                    f"a run that died ({who}) left {_human(_size(leftovers + kept))} of partial output beside "
                     f"{path!r}: pass --overwrite to remove it and start again"
-                    + (" (or --resume to continue it)" if keep else "")) from None
+                    + (" (or --resume to continue it)" if kept else "")) from None
             for p in leftovers:
                 if p != lock:
                     _remove(p)

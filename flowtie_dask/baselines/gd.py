@@ -72,8 +72,10 @@ import numpy as np
 from ..geometry import ReconstructionGeometry
 from ..physics.optics import Aberrations, probe_fourier
 from ..projection import shifted_windows, unwrap
+from ..quality import check_phase
 
 __all__ = [
+    "GDDivergedError",
     "available_memory",
     "gd_memory_estimate",
     "gd_reconstruct",
@@ -303,6 +305,10 @@ def _amplitude(far, eps2: float):
     return (far.real ** 2 + far.imag ** 2 + eps2).sqrt()
 
 
+class GDDivergedError(ValueError):
+    """The gradient-descent loss became non-finite (one line: the data, or a too-large step)."""
+
+
 class _DiagonalModel:
     """Tensors of one diagonal-A problem and its full-gradient loss evaluation."""
 
@@ -387,7 +393,11 @@ def _optimise(model, *, iterations: int, lr: float, optimizer: str, curvature: f
             p.grad = None
         value = model.loss(grad=True)
         if not math.isfinite(value):
-            raise FloatingPointError(f"the gradient-descent loss became {value} at iteration {it}; lower lr")
+            if it == 0:
+                raise GDDivergedError(f"the gradient-descent loss is {value} at the start: the data or the starting "
+                                      "object are not finite; check the store with 'flowtie-dask info --check'")
+            raise GDDivergedError(f"the gradient-descent loss became {value} at iteration {it}: the step is too large; "
+                                  "lower lr")
         losses.append(value)
         if optimizer == "adam":
             opt.step()
@@ -582,7 +592,7 @@ def gd_reconstruct_store(
         When the scan does not fit in memory (checked before the data are read).
     """
     from .. import __version__
-    from ..pipeline import ReconstructionResult
+    from ..pipeline import ReconstructionResult, read_checked
     from ..store import ScanStore, open_scan_store
 
     start = time.perf_counter()
@@ -616,8 +626,11 @@ def gd_reconstruct_store(
     batch = None if form == "dense" else _plan_batch(n_pos * len(scans), n_pos, geometry.detector_shape, shape,
                                                      device, batch_size)
     parts = []
+    repairs = None
     for s in scans:
-        block = geometry.orient(np.asarray(st.intensity[s], dtype=np.float32))
+        block, report = read_checked(st.path, range(st.scan_shape[0]), range(st.scan_shape[1]), defocus=[s])
+        repairs = report if repairs is None else repairs.merge(report)
+        block = geometry.orient(block[0])
         parts.append(_sqrt_fft_order(block.reshape((n_pos,) + tuple(geometry.detector_shape))))
         del block
     sqrt_i = np.stack(parts) if len(parts) > 1 else parts[0][None]
@@ -656,6 +669,7 @@ def gd_reconstruct_store(
             bar.close()
     ill = det["illumination"]
     lit = ill > 0.05 * ill.max()
+    check_phase(np.angle(obj), valid=lit, what=f"the gradient-descent phase of {st.path}")
     phase = unwrap(np.angle(obj), periodic=periodic, mask=None if periodic else ~lit)
     attrs = {
         "method": "gd",
@@ -676,6 +690,8 @@ def gd_reconstruct_store(
         "source": st.path,
         "flowtie_dask_version": __version__,
         "scan_metadata": {k: v for k, v in st.metadata.to_attrs().items() if k != "provenance"},
+        "data_repairs": repairs.as_attrs(),
+        "data_repairs_summary": repairs.summary(),
     }
     if form == "dense":  # rms of A's off-diagonal entries per row: how much of the fit is outside the object
         attrs["offdiagonal_rms"] = det["offdiagonal_rms"]

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from ..atomic import claim_output
 from ..interop.py4dstem import import_files
 from ..store import open_scan_store
 from .options import positive_float, positive_int
@@ -64,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
     if args.intensity_scale is not None and len(args.intensity_scale) not in (1, 3):
         raise ValueError(f"--intensity-scale takes one value or three (one per scan), got {args.intensity_scale}")
     start = time.perf_counter()
-    path = import_files(
-        args.minus, args.focus, args.plus,
-        defocus=args.defocus, energy=args.energy, semiangle=args.semiangle, out=args.out,
-        aperture_edge=args.aperture_edge, aberrations=None if args.cs is None else {"C30": args.cs},
-        detector_center=args.detector_center, chunks=args.chunk, overwrite=args.overwrite,
-        periodic=args.periodic, intensity_scale=args.intensity_scale,
-    )
+    with claim_output(args.out, overwrite=args.overwrite, inputs=[args.minus, args.focus, args.plus]):
+        path = import_files(
+            args.minus, args.focus, args.plus,
+            defocus=args.defocus, energy=args.energy, semiangle=args.semiangle, out=args.out,
+            aperture_edge=args.aperture_edge, aberrations=None if args.cs is None else {"C30": args.cs},
+            detector_center=args.detector_center, chunks=args.chunk, overwrite=args.overwrite,
+            periodic=args.periodic, intensity_scale=args.intensity_scale,
+        )
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(open_scan_store(path).describe())
     return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
+from ..atomic import claim_output
 from ..cluster import cluster_client
 from ..simulate.collection import open_collection, simulate_collection
 from ..simulate.series import SimulationParameters, simulate_to_store
@@ -29,7 +31,11 @@ def add_parser(sub) -> None:
                    help="GaAs, SrTiO3, random-cubic (seeded by --seed), or a structure file ase reads (CIF, POSCAR …) "
                         "with an orthogonal cell, beam along z")
     p.add_argument("--out", required=True, metavar="PATH", help="output scan store folder (*.zarr)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store at --out (by a rename once the new one is complete) and remove "
+                        "what an interrupted run left")
+    p.add_argument("--resume", action="store_true",
+                   help="with --count: keep the structures an interrupted run with the same parameters finished")
     s = p.add_argument_group("specimen")
     s.add_argument("--lateral-cells", type=positive_int, nargs="+", default=[2], metavar="N",
                    help="unit cells along x and y (one value for both)")
@@ -101,15 +107,27 @@ def run(args: argparse.Namespace) -> int:
         probe_frame=args.probe_frame,
         device="gpu" if args.gpus else "cpu",
     )
+    if args.resume and not args.count:
+        raise ValueError("--resume continues a collection (--count N); a single store is simulated in one pass")
     workers = 0 if args.workers is None else args.workers
     start = time.perf_counter()
-    with cluster_client(**{**cluster_kwargs(args), "workers": workers},
-                        announce=lambda s: print(s, file=sys.stderr)) as client:
-        if args.count:
+    inputs = [args.material] if os.path.exists(args.material) else []
+    if args.count:
+        args.resume_note = "; finished structures are kept: rerun with --resume to continue"
+        with cluster_client(**{**cluster_kwargs(args), "workers": workers},
+                            announce=lambda s: print(s, file=sys.stderr)) as client:
             path = simulate_collection(params, args.out, count=args.count, client=client,
                                        thickness_cells_range=args.thickness_cells_range,
-                                       progress=not args.no_progress, overwrite=args.overwrite)
-        else:
+                                       progress=not args.no_progress, overwrite=args.overwrite,
+                                       resume=args.resume, inputs=inputs)
+        args.resume_note = ""
+        if getattr(simulate_collection, "last_reused", 0):
+            print(f"resumed: {simulate_collection.last_reused} finished structures kept, "
+                  f"{args.count - simulate_collection.last_reused} simulated", file=sys.stderr)
+    else:
+        with claim_output(args.out, overwrite=args.overwrite, inputs=inputs), \
+                cluster_client(**{**cluster_kwargs(args), "workers": workers},
+                               announce=lambda s: print(s, file=sys.stderr)) as client:
             path = simulate_to_store(params, args.out, chunks=pair(args.chunk, option="--chunk"), client=client,
                                      progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

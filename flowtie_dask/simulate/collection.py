@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, check_output
+from ..atomic import check_output
 from .series import SimulationParameters, simulate_to_store
 
 __all__ = ["COLLECTION_SCHEMA", "simulate_collection", "open_collection"]
@@ -28,14 +28,29 @@ COLLECTION_SCHEMA = "flowtie-dask/collection"
 def _member(params: SimulationParameters, path: str) -> dict:
     from ..store import open_scan_store
 
-    simulate_to_store(params, path, progress=False)
+    simulate_to_store(params, path, progress=False, overwrite=True)  # our own work folder: clears a dead run's partial
     prov = open_scan_store(path).metadata.provenance
     return {"path": os.path.basename(path), "material": prov["material"], "thickness_A": prov["thickness_A"],
             "seed": params.seed}
 
 
+def _finished_member(path: str, params: SimulationParameters) -> dict | None:
+    """The index entry of a member kept from an interrupted run, or None when it is absent or incomplete."""
+    from ..store import ScanStoreError, open_scan_store
+
+    if not os.path.isdir(path):
+        return None
+    try:
+        prov = open_scan_store(path).metadata.provenance
+    except ScanStoreError:
+        return None
+    return {"path": os.path.basename(path), "material": prov["material"], "thickness_A": prov["thickness_A"],
+            "seed": params.seed}
+
+
 def simulate_collection(params: SimulationParameters, out: str, *, count: int, thickness_cells_range=None,
-                        client: Any = None, progress: bool = True, overwrite: bool = False) -> str:
+                        client: Any = None, progress: bool = True, overwrite: bool = False,
+                        resume: bool = False, inputs=()) -> str:
     """Simulate ``count`` structures (seeds ``params.seed`` … ``params.seed + count − 1``) into a collection.
 
     Parameters
@@ -51,11 +66,19 @@ def simulate_collection(params: SimulationParameters, out: str, *, count: int, t
         Draw each member's thickness in cells uniformly from this inclusive range (seeded).
     client : distributed.Client, optional
         One task per structure on this cluster; None uses in-process threads.
+    overwrite : bool
+        Replace an existing collection (at the end, by a rename) and discard the members of an interrupted run.
+    resume : bool
+        Keep the members an interrupted run with the same parameters finished (each member store is written
+        atomically, so a kept one is complete); refused when the parameters differ.
+    inputs : iterable of paths
+        Files the output must not replace (e.g. the structure file).
 
     Returns
     -------
     str
-        Absolute path of the collection.
+        Absolute path of the collection. ``simulate_collection.last_reused`` holds the number of members
+        kept from an interrupted run.
     """
     import dask
 
@@ -63,22 +86,37 @@ def simulate_collection(params: SimulationParameters, out: str, *, count: int, t
 
     if count < 1:
         raise ValueError(f"--count must be ≥ 1, got {count}")
-    out = check_output(out, overwrite=overwrite)
+    from .. import __version__
+    from ..resume import jsonable, resume_workspace
+
+    out = check_output(out, overwrite=overwrite, inputs=inputs)
     rng = np.random.default_rng([params.seed, 7])
-    with atomic_path(out, overwrite=overwrite) as tmp:
-        os.makedirs(tmp)
-        tasks = []
+    record = jsonable({"kind": "collection", "count": count, "thickness_cells_range": thickness_cells_range,
+                       "parameters": params.__dict__, "flowtie_dask_version": __version__})
+    with resume_workspace(out, record=record, resume=resume, overwrite=overwrite, inputs=inputs,
+                          publish_folder=True) as tmp:
+        tasks, members, reused = [], [None] * count, 0
         for i in range(count):
             p = replace(params, seed=params.seed + i, probe_frame=True)
             if thickness_cells_range is not None:
                 lo, hi = thickness_cells_range
                 p = replace(p, thickness_cells=int(rng.integers(lo, hi + 1)), thickness=None)
-            tasks.append(dask.delayed(_member, pure=True)(p, os.path.join(tmp, f"s{i:04d}.zarr")))
-        members = list(compute(*tasks, client=client, progress=progress))
+            path = os.path.join(tmp, f"s{i:04d}.zarr")
+            kept = _finished_member(path, p) if resume else None
+            if kept is not None:
+                members[i] = kept
+                reused += 1
+            else:
+                tasks.append((i, dask.delayed(_member, pure=True)(p, path, dask_key_name=f"structure-{i:04d}-"
+                                                                  f"{dask.base.tokenize(p, path)[:8]}")))
+        done = compute(*[t for _, t in tasks], client=client, progress=progress) if tasks else ()
+        for (i, _), m in zip(tasks, done):
+            members[i] = m
         index = {"schema": COLLECTION_SCHEMA, "schema_version": 1, "count": count, "members": members,
                  "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()}}
         with open(os.path.join(tmp, "collection.json"), "w") as f:
             json.dump(index, f, indent=1)
+    simulate_collection.last_reused = reused
     return out
 
 
