@@ -19,17 +19,47 @@ class ClusterError(RuntimeError):
     """A cluster could not be started or joined (one-line message)."""
 
 
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Start worker processes with SIGINT ignored (an ignored signal stays ignored across exec).
+
+    Ctrl-C in a terminal reaches the whole process group; the workers then need not react: this process
+    shuts them down, and the user reads one line instead of a traceback from each worker.
+    """
+    import signal
+
+    try:
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _quiet_children() -> None:
+    """multiprocessing's resource tracker inherits this: no leaked-semaphore warning after an interrupt."""
+    hush = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if hush not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), hush]))
+
+
 def _local_cpu(workers: int, threads: int, host: str, dashboard: str | None):
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        processes=True,
-        host=host,
-        dashboard_address=dashboard,
-        memory_limit="auto",
-    )
+    _quiet_children()
+    with _children_ignore_sigint():
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            host=host,
+            dashboard_address=dashboard,
+            memory_limit="auto",
+            preload=["flowtie_dask.worker_setup"],
+        )
 
 
 def _local_gpu(gpus: int, threads: int, host: str, dashboard: str | None):
@@ -40,8 +70,10 @@ def _local_gpu(gpus: int, threads: int, host: str, dashboard: str | None):
     visible = ",".join(str(i) for i in range(gpus))
     try:
         # threads > 1 overlap Zarr reading/decompression (the bottleneck of a GPU worker) with GPU work
-        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, threads_per_worker=threads, host=host,
-                                dashboard_address=dashboard)
+        _quiet_children()
+        with _children_ignore_sigint():
+            return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, threads_per_worker=threads, host=host,
+                                    dashboard_address=dashboard, preload=["flowtie_dask.worker_setup"])
     except Exception as exc:  # pynvml.NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, CUDA errors
         name = type(exc).__name__
         if "NVML" in name or "CUDA" in name.upper() or "nvml" in str(exc).lower():

@@ -22,7 +22,13 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum, frame):
+    _quiet_shutdown()
     raise Terminated()
+
+
+def _on_sigint(signum, frame):
+    _quiet_shutdown()
+    raise KeyboardInterrupt()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,20 +52,23 @@ def _one_line(exc: BaseException) -> str:
 def _quiet_shutdown() -> None:
     """After an interrupt, silence the loggers of Dask's shutting-down cluster (no tracebacks after our line)."""
     import logging
+    import warnings
 
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 2 bad input, 130 interrupted, 143 terminated)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = None
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm),
+                    signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint)}
     except ValueError:  # not the main thread (e.g. called from a test's thread)
-        previous = None
+        previous = {}
     try:
         return int(args.run(args) or 0)
     except Terminated:
@@ -81,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowtie-dask {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover
