@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the written paths, one a line."""
+    from ..atomic import protect_inputs
+
+    protect_inputs(args.out, [args.path])
     if is_scan_store(args.path):
         paths = export_store(args.path, args.out, overwrite=args.overwrite)
     else:

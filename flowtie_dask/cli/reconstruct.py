@@ -37,8 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per tile (one or two values); default: the whole scan when its data "
                         "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
-    p.add_argument("--halo", type=nonnegative_int, default=16, metavar="N",
-                   help="scan positions read around each tile")
+    p.add_argument("--halo", type=nonnegative_int, default=None, metavar="N",
+                   help="scan positions read around each tile (default: 16; at most the scan's size)")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
     p.add_argument("--iterations", type=positive_int, default=100, help="gradient-descent iterations (--method gd)")
@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..store import open_scan_store
 
-        open_scan_store(args.store)  # a bad store is named before anything is claimed or started
+        st = open_scan_store(args.store)  # a bad store is named before anything is claimed or started
+        if args.halo is not None and args.halo > max(st.scan_shape):
+            raise ValueError(f"--halo {args.halo} is larger than the scan ({st.scan_shape[0]}×{st.scan_shape[1]} "
+                             f"positions): use at most {max(st.scan_shape)} (the default 16 suits most scans)")
+        args.halo = 16 if args.halo is None else args.halo
         model = _model_file(args)
         record = reconstruction_record(
             args.store, method=args.method, model=model,
