@@ -48,7 +48,7 @@ def experiment():
     """The three uint16 experiment-like scans (minus, focus, plus), (3, 40, 40, 64, 64)."""
     if not os.path.exists(os.path.join(EXPERIMENT, "scan_focus.h5")):
         pytest.skip(f"experiment-like data not found at {EXPERIMENT} (not shipped with the repository)")
-    import hdf5plugin  # noqa: F401  (registers the compression filter before h5py reads)
+    pytest.importorskip("hdf5plugin")  # registers the frames' compression filter before h5py reads them
     import h5py
 
     scans = []
