@@ -181,15 +181,16 @@ def stale_leftovers(path: str | os.PathLike) -> list[str]:
     Returns
     -------
     list of str
-        Absolute paths (nothing of a claim held by this process).
+        Absolute paths (not the lock of a claim this process holds).
     """
     path = os.path.abspath(os.fspath(path))
     parent, base = os.path.split(path)
     if not os.path.isdir(parent):
         return []
     names = [n for n in os.listdir(parent)
-             if n.startswith((f".{base}.partial-", f".{base}.old-")) or n == f".{base}.lock"]
-    return sorted(os.path.join(parent, n) for n in names)
+             if n.startswith((f".{base}.partial-", f".{base}.old-", f".{base}.lock.stale-")) or n == f".{base}.lock"]
+    own = {lock for lock in _HELD}
+    return sorted(p for p in (os.path.join(parent, n) for n in names) if p not in own)
 
 
 def _size(paths) -> int:
@@ -255,7 +256,7 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
         yield path
         return
     token = uuid.uuid4().hex
-    for _attempt in range(3):
+    for _attempt in range(50):
         try:
             os.mkdir(lock)
             break
@@ -281,11 +282,27 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
                     f"a run that died ({who}) left {_human(_size(leftovers + kept))} of partial output beside "
                     f"{path!r}: pass --overwrite to remove it and start again"
                     + (" (or --resume to continue it)" if kept else "")) from None
-            for p in leftovers:
-                if p != lock:
-                    _remove(p)
-            _remove(lock)
-    else:  # pragma: no cover - three races lost in a row
+            # Break the dead run's lock under a second lock (os.mkdir again: one breaker at a time), and only if
+            # it is still the lock judged dead: another run may have broken it and claimed the path meanwhile.
+            # The dead run's partial outputs are removed below, only by the run that then holds the claim.
+            breaker = f"{lock}.break"
+            try:
+                os.mkdir(breaker)
+            except FileExistsError:
+                with contextlib.suppress(OSError):
+                    if time.time() - os.path.getmtime(breaker) > 10:  # a breaker that died holding it
+                        os.rmdir(breaker)
+                time.sleep(0.05)
+                continue
+            try:
+                if _read_owner(lock) == owner:
+                    aside = f"{lock}.stale-{uuid.uuid4().hex[:8]}"
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(lock, aside)
+                        _remove(aside)
+            finally:
+                os.rmdir(breaker)
+    else:  # pragma: no cover - fifty races lost in a row
         raise OutputBusyError(f"could not claim {path!r}: another run keeps claiming it")
     try:
         with open(os.path.join(lock, "owner.json"), "w") as f:

@@ -4,22 +4,28 @@ What is refused, what is repaired, and why
 ------------------------------------------
 * **Non-finite values** (NaN, ±Inf) and **negative intensities** are refused: no detector produces them,
   so the data were damaged or processed wrongly upstream (a failed dark subtraction, a broken conversion),
-  and no repair would be honest. The message names the first scan positions, the defocus index and the
-  detector pixel.
+  and no repair would be honest. The message names the first scan position, the defocus index and the
+  detector pixel. A block whose patterns are mostly empty is refused (no signal).
+* **Stuck detector pixels** are **repaired** in every pattern by the mean of their good 3×3 detector
+  neighbours, as LiberTEM's and py4DSTEM's corrections do: *hot* — high in most patterns (median over the
+  block) at more than ``hot_factor`` (10×) the brightest smooth level of the mean pattern (the maximum of
+  its 3×3 median filter); *dead* — zero in every pattern while all 8 neighbours carry so much signal (> 20
+  counts over the block) that an all-zero run has no chance.
+* **Spikes** (a cosmic ray, a readout glitch) are **repaired** the same way, in their pattern only: one value
+  above ``spike_factor`` (50×) that smooth level that also holds more than half of its pattern's counts or
+  is more than 20× its brightest detector neighbour. Bright-field channelling in noise-free simulations and
+  single counts at low dose meet neither; a bright-field disk under 3 px radius (``bright_field``) is exempt,
+  since its pixels are legitimately far above any smooth level.
 * **Dead patterns** — a pattern whose total is below ``dead_fraction`` (1 %) of the median total of the
   same scan in the block: the beam was blanked, a frame was dropped or the frame counter slipped. Up to
   ``max_bad_fraction`` (1 %) of a block's patterns are **repaired** by the mean of their live neighbours
   in the scan (8-neighbourhood, same defocus), because one missing frame in a 50 GB scan should not stop a
   reconstruction and its neighbours are the best estimate the data hold; more is refused (the scan or its
-  ``--scan-shape`` is wrong). A block with no signal at all is refused.
-* **Hot detector pixels** (stuck: a pixel whose average over the block is more than ``hot_factor`` (10×)
-  the brightest smooth level of the mean pattern) and **dead detector pixels** (exactly zero in every
-  pattern where the mean pattern is bright) are **repaired** in every pattern by the mean of their 3×3
-  detector neighbours, as LiberTEM's and py4DSTEM's corrections do.
-* **Spikes** (a cosmic ray or a readout glitch: one value above ``spike_factor`` (50×) that level *and*
-  holding more than half of its pattern's counts) are **repaired** the same way, in that pattern only. Both
-  conditions must hold, so bright-field channelling in noise-free simulations and single counts at very
-  low dose are never touched.
+  ``--scan-shape`` is wrong). Below about 20 counts per pattern an empty pattern is shot noise and is left
+  alone. Dead patterns are looked for last, so their neighbours are already free of spikes.
+
+Repairs are computed in float64 and written back in the block's dtype (rounded for integer counts). The
+statistics are per block: a tile with its halo holds thousands of patterns, enough for medians to be robust.
 
 Every repair is counted in the :class:`BlockReport`, which the runner sums into the result's attributes
 and reports on stderr.
@@ -106,11 +112,11 @@ def _neighbour_mean_patterns(x: np.ndarray, bad: np.ndarray) -> np.ndarray:
             for dj in (-1, 0, 1):
                 a, b = i + di, j + dj
                 if (di or dj) and 0 <= a < rx and 0 <= b < ry and not bad[a, b]:
-                    acc = acc + x[a, b]
+                    acc = acc + x[a, b].astype(np.float64)
                     n += 1
         if n == 0:
             return None
-        out[i, j] = acc / n
+        out[i, j] = _cast(acc / n, x.dtype)
     return out
 
 
@@ -118,16 +124,24 @@ def _neighbour_mean_pixels(img: np.ndarray, bad: np.ndarray) -> np.ndarray:
     """Replace bad detector pixels of patterns (..., Qx, Qy) by the mean of their good 3×3 neighbours."""
     from scipy.ndimage import convolve
 
-    good = (~bad).astype(img.dtype)
-    k = np.ones((3, 3), img.dtype)
+    good = (~bad).astype(np.float64)
+    k = np.ones((3, 3), np.float64)
     k[1, 1] = 0
     flat = img.reshape((-1,) + img.shape[-2:])
     out = flat.copy()
     weight = convolve(good, k, mode="nearest")
     for n in range(flat.shape[0]):
-        s = convolve(flat[n] * good, k, mode="nearest")
-        out[n][bad] = (s[bad] / np.maximum(weight[bad], 1))
+        s = convolve(flat[n].astype(np.float64) * good, k, mode="nearest")
+        out[n][bad] = _cast(s[bad] / np.maximum(weight[bad], 1), img.dtype)
     return out.reshape(img.shape)
+
+
+def _cast(values: np.ndarray, dtype) -> np.ndarray:
+    """Float64 repair values in the block's dtype (rounded for integer counts)."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
 
 
 def _dead_pixels(x: np.ndarray, m_q: np.ndarray, mean_q: np.ndarray, n: int) -> np.ndarray:
@@ -150,21 +164,47 @@ def _dead_pixels(x: np.ndarray, m_q: np.ndarray, mean_q: np.ndarray, n: int) -> 
     return zero & (neighbours * n > 20 * unit)
 
 
+def _unit(block: np.ndarray) -> float:
+    """The smallest positive value in a sample of patterns: one count for count data, tiny for noise-free data."""
+    flat = block.reshape((-1,) + block.shape[-2:])
+    sample = flat[:: max(1, flat.shape[0] // 64)]
+    positive = sample[sample > 0]
+    return float(positive.min()) if positive.size else 0.0
+
+
+def _bright_field_guard(shape, bright_field) -> np.ndarray:
+    """Detector pixels never taken for stuck pixels or spikes: a bright-field disk under 3 px radius (its few
+    pixels are legitimately far brighter than any smooth level), with a 2 px margin."""
+    guard = np.zeros(shape, bool)
+    if bright_field is None:
+        return guard
+    cx, cy, radius = bright_field
+    if radius < 3:
+        qx, qy = np.ogrid[:shape[0], :shape[1]]
+        guard = (qx - cx) ** 2 + (qy - cy) ** 2 <= (radius + 2) ** 2
+    return guard
+
+
 def check_block(block: np.ndarray, *, rows, cols, defocus=(0, 1, 2), source: str = "the store",
-                dead_fraction: float = 0.01, max_bad_fraction: float = 0.01, hot_factor: float = 10.0,
+                bright_field: tuple[float, float, float] | None = None, dead_fraction: float = 0.01,
+                max_bad_fraction: float = 0.01, hot_factor: float = 10.0,
                 spike_factor: float = 50.0) -> tuple[np.ndarray, BlockReport]:
     """Refuse or repair the values of a block of patterns (see the module docstring).
 
     Parameters
     ----------
-    block : ndarray, shape (D, Rx, Ry, Qx, Qy), float
-        Intensities of D scans at the block's scan positions (host array; a repaired copy is returned).
+    block : ndarray, shape (D, Rx, Ry, Qx, Qy), float or unsigned integer
+        Intensities of D scans at the block's scan positions (host array; never modified: a repaired copy is
+        returned).
     rows, cols : sequence of int
         Global scan indices of the block's Rx and Ry positions (for messages and the report).
     defocus : sequence of int
         Defocus index of each of the D scans.
     source : str
         Store path, for messages.
+    bright_field : (cx, cy, radius), optional
+        Centre and radius of the bright-field disk in detector pixels; a disk under 3 px radius is exempt from
+        the stuck-pixel and spike checks.
 
     Returns
     -------
@@ -196,12 +236,54 @@ def check_block(block: np.ndarray, *, rows, cols, defocus=(0, 1, 2), source: str
             block, copied = block.copy(), True
         return block
 
+    from scipy.ndimage import median_filter
+
+    n = block.shape[1] * block.shape[2]
+    unit = _unit(block)
+    guard = _bright_field_guard(block.shape[-2:], bright_field)
     for d in range(block.shape[0]):
         med = float(np.median(totals[d]))
         if not med > 0:
             raise BadDataError(f"{source}: no signal in defocus index {defocus[d]} at scan positions Rx "
                                f"{rows[0]}–{rows[-1]}, Ry {cols[0]}–{cols[-1]} (most pattern totals are 0): "
                                "check that the scan was recorded and imported")
+        # 1. stuck detector pixels (the same pixel in every pattern), from per-pixel statistics over the block
+        x = block[d]
+        s_q = x.sum(axis=(0, 1), dtype=np.float64)
+        m_q = x.max(axis=(0, 1)).astype(np.float64)
+        mean_wo_max = (s_q - m_q) / (n - 1) if n > 1 else s_q
+        level = float(median_filter(mean_wo_max, size=3, mode="nearest").max())
+        if level > 0:
+            hot = np.zeros_like(guard)
+            for qa, qb in np.argwhere((mean_wo_max > hot_factor * level) & ~guard):
+                hot[qa, qb] = np.median(x[:, :, qa, qb]) > hot_factor * level  # high in most patterns, not a few
+            stuck = hot | _dead_pixels(x, m_q, mean_wo_max, n)
+            if stuck.any():
+                writable()[d] = _neighbour_mean_pixels(block[d], stuck)
+                report.hot_pixels += [(defocus[d], int(a), int(b)) for a, b in np.argwhere(stuck)]
+                m_q = block[d].max(axis=(0, 1)).astype(np.float64)
+            # 2. spikes: one value far above the brightest smooth level, and either most of its pattern or far
+            #    above its own detector neighbours
+            suspect = np.argwhere((m_q > spike_factor * level) & ~stuck & ~guard)
+            if len(suspect):
+                pat_tot = block[d].sum(axis=(-2, -1), dtype=np.float64)
+                for qa, qb in suspect:
+                    col = block[d][:, :, qa, qb]
+                    for i, j in np.argwhere(col > spike_factor * level):
+                        v = float(col[i, j])
+                        nb = block[d, i, j, max(qa - 1, 0):qa + 2, max(qb - 1, 0):qb + 2].astype(np.float64)
+                        nb_max = np.sort(nb.ravel())[-2] if nb.size > 1 else 0.0  # largest but the value itself
+                        if not (v > 0.5 * pat_tot[i, j] or v > 20 * nb_max):
+                            continue
+                        mask = np.zeros(block.shape[-2:], bool)
+                        mask[qa, qb] = True
+                        b = writable()
+                        b[d, i, j] = _neighbour_mean_pixels(b[d, i, j][None], mask)[0]
+                        report.spikes.append((defocus[d], rows[i], cols[j], int(qa), int(qb)))
+        # 3. dead patterns, once the others are repaired; below ~20 counts per pattern an empty pattern is
+        #    shot noise, not a dead frame, and is left alone
+        if unit > 0 and med / unit < 20:
+            continue
         dead = totals[d] <= dead_fraction * med
         n_dead = int(dead.sum())
         if n_dead:
@@ -217,34 +299,6 @@ def check_block(block: np.ndarray, *, rows, cols, defocus=(0, 1, 2), source: str
                                    f"Ry={cols[j0]} has no live neighbour: crop the scan or import it again")
             writable()[d] = fixed
             report.dead_patterns += [(defocus[d], rows[i], cols[j]) for i, j in np.argwhere(dead)]
-    from scipy.ndimage import median_filter
-
-    n = block.shape[1] * block.shape[2]
-    for d in range(block.shape[0]):
-        x = block[d]
-        s_q = x.sum(axis=(0, 1), dtype=np.float64)
-        m_q = x.max(axis=(0, 1)).astype(np.float64)
-        mean_wo_max = (s_q - m_q) / (n - 1) if n > 1 else s_q
-        smooth = median_filter(mean_wo_max, size=3, mode="nearest")
-        level = float(smooth.max())
-        if not level > 0:
-            continue
-        stuck = (mean_wo_max > hot_factor * level) | _dead_pixels(x, m_q, mean_wo_max, n)
-        if stuck.any():
-            writable()[d] = _neighbour_mean_pixels(block[d], stuck)
-            report.hot_pixels += [(defocus[d], int(a), int(b)) for a, b in np.argwhere(stuck)]
-            m_q = block[d].max(axis=(0, 1)).astype(np.float64)
-        suspect = np.argwhere((m_q > spike_factor * level) & ~stuck)
-        if len(suspect):
-            pat_tot = block[d].sum(axis=(-2, -1), dtype=np.float64)
-            for qa, qb in suspect:
-                col = block[d][:, :, qa, qb]
-                for i, j in np.argwhere((col > spike_factor * level) & (col > 0.5 * pat_tot)):
-                    mask = np.zeros(block.shape[-2:], bool)
-                    mask[qa, qb] = True
-                    b = writable()
-                    b[d, i, j] = _neighbour_mean_pixels(b[d, i, j][None], mask)[0]
-                    report.spikes.append((defocus[d], rows[i], cols[j], int(qa), int(qb)))
     return block, report
 
 

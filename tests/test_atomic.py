@@ -440,8 +440,6 @@ def test_dead_owners_are_stale(tmp_path):
         os.remove(out)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: clearing a stale lock is not atomic; a second run that judged the "
-                                        "same lock stale deletes the first run's fresh lock and partial output")
 def test_two_runs_clearing_one_stale_lock(tmp_path):
     out = tmp_path / "out.zarr"
     _lock(tmp_path, "out.zarr", {"pid": dead_pid(), "host": socket.gethostname(), "started": None, "claimed": 0})

@@ -379,9 +379,6 @@ def test_all_spoilings_at_once(crystal):
     assert "1 dead patterns, 1 stuck detector pixels, 1 spikes" in report.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: two spikes on one detector pixel raise its mean without the maximum "
-                                        "above 10× the level, so they are taken for a stuck pixel and every pattern "
-                                        "of the scan is rewritten there")
 def test_two_spikes_on_the_same_detector_pixel_are_two_spikes(weak):
     b = weak.copy()
     b[1, 3, 3, 15, 18] = 1e6
@@ -394,8 +391,6 @@ def test_two_spikes_on_the_same_detector_pixel_are_two_spikes(weak):
     assert_only_changed(out, weak, changed)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: dead patterns are repaired before spikes, so a spike next to a dead "
-                                        "pattern is averaged into its repair (1e6/8) and the pixel then reads as stuck")
 def test_spike_next_to_a_dead_pattern(weak):
     b = weak.copy()
     b[1, 3, 3] = 0
@@ -408,8 +403,6 @@ def test_spike_next_to_a_dead_pattern(weak):
     assert_only_changed(out, weak, changed)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: integer blocks are repaired in their own dtype; the 3×3 neighbour "
-                                        "sum of a uint16 detector pixel overflows (wraps) above 65535 counts")
 def test_dead_pixel_repair_of_integer_counts_does_not_overflow():
     rng = np.random.default_rng(0)
     q = np.arange(32) - 16
