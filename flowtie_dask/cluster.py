@@ -114,6 +114,23 @@ def _dashboard_link(link: str, dashboard: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _check_scheduler_file(path: str) -> None:
+    """One line naming the file when a scheduler file is not the JSON that ``dask scheduler`` writes."""
+    import json
+
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ClusterError(f"scheduler file {path!r} is not valid JSON (line {exc.lineno} column {exc.colno}): "
+                           "give the file written by 'dask scheduler --scheduler-file', dask-mpi or dask-jobqueue") from None
+    except OSError as exc:
+        raise ClusterError(f"scheduler file {path!r} cannot be read: {exc.strerror}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("address"), str):
+        raise ClusterError(f"scheduler file {path!r} has no scheduler 'address'; give the file written by "
+                           "'dask scheduler --scheduler-file', dask-mpi or dask-jobqueue")
+
+
 @contextlib.contextmanager
 def cluster_client(
     *,
@@ -168,6 +185,7 @@ def cluster_client(
         if scheduler_file is not None:
             if not os.path.exists(scheduler_file):
                 raise ClusterError(f"scheduler file {scheduler_file!r} does not exist")
+            _check_scheduler_file(scheduler_file)
             client = Client(scheduler_file=scheduler_file, timeout="20s")
         elif scheduler is not None:
             client = Client(scheduler, timeout="20s")

@@ -8,6 +8,7 @@ command's clean-up has run (partial outputs removed, resumable work kept).
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 
@@ -86,7 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowtie-dask {args.command}: error: out of memory{detail}: use smaller tiles (--tile-size), a "
               "smaller --halo, fewer threads per worker, or a machine with more memory", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, OSError) as exc:  # ScanStoreError, ClusterError, bad files
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            where = f" writing {exc.filename!r}" if exc.filename else ""
+            print(f"flowtie-dask {args.command}: error: the disk is full{where}; nothing was published: free space "
+                  "or choose another --out", file=sys.stderr)
+        else:
+            print(f"flowtie-dask {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as exc:  # ScanStoreError, ClusterError, bad files
         print(f"flowtie-dask {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     finally:

@@ -233,3 +233,28 @@ def test_dashboard_link_names_the_interface_it_listens_on():
     assert _dashboard_link("http://10.1.2.3:8787/status", "127.0.0.1:8787") == "http://127.0.0.1:8787/status"
     assert _dashboard_link("http://10.1.2.3:41234/status", "127.0.0.1:0") == "http://127.0.0.1:41234/status"
     assert _dashboard_link("http://10.1.2.3:8787/status", "0.0.0.0:8787") == "http://10.1.2.3:8787/status"
+
+
+def test_a_malformed_scheduler_file_is_named(clean, tmp_path, capsys):
+    f = tmp_path / "sched.json"
+    f.write_text("{not json")
+    out = tmp_path / "s.zarr"
+    assert_refused([*_run(clean, out)[:-2], "--scheduler-file", str(f)], match=r"scheduler file .*sched.json.* is "
+                   r"not valid JSON \(line 1 column 2\)", inputs=[clean, f], outputs=[out], capsys=capsys)
+    f.write_text('{"id": 3}')
+    assert_refused([*_run(clean, out)[:-2], "--scheduler-file", str(f)], match=r"has no scheduler 'address'",
+                   inputs=[clean, f], outputs=[out], capsys=capsys)
+
+
+def test_a_full_disk_says_so(clean, tmp_path, capsys, monkeypatch):
+    import errno as _errno
+
+    import flowtie_dask.results as results
+
+    def full(*a, **k):
+        raise OSError(_errno.ENOSPC, "No space left on device", str(tmp_path / "f.zarr" / "phase"))
+
+    monkeypatch.setattr(results, "save_preview", full)
+    out = tmp_path / "f.zarr"
+    assert_refused(_run(clean, out), match=r"the disk is full writing .*nothing was published", inputs=[clean],
+                   outputs=[out], capsys=capsys)
