@@ -108,8 +108,17 @@ def run(args: argparse.Namespace) -> int:
                          time_limit=args.time_limit, in_memory=args.in_memory,
                          architecture=arch)
     data = args.data if len(args.data) > 1 else args.data[0]
-    result = train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress, ddp=args.ddp,
-                   log=lambda s: print(s, file=sys.stderr))
+    # one trainer per checkpoint: the path is claimed for the whole run (by rank 0 only under torchrun, which
+    # alone writes checkpoints); the data and the --init model are never written over
+    import contextlib
+
+    from ..atomic import claim_output
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    claim = (claim_output(args.out, overwrite=True, inputs=[*args.data, init]) if rank0 else contextlib.nullcontext())
+    with claim:
+        result = train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress, ddp=args.ddp,
+                       log=lambda s: print(s, file=sys.stderr))
     last = result["history"][-1] if result["history"] else None
     print(f"wrote {args.out}" + (f" (validation loss {last['validation']['total']:.5g})" if last else ""))
     return 0
