@@ -4,9 +4,10 @@ Every output of the package (a store, a result, a checkpoint, a figure, a collec
 :func:`atomic_path`:
 
 1. **Claim.** The output path is claimed atomically before any work: ``os.mkdir`` of a lock folder
-   ``.NAME.lock`` beside it, holding ``owner.json`` (pid, host, process start time, command). A second
-   writer to the same path is refused at once with a message naming the first. A lock whose process is
-   gone (SIGKILL, node failure) is *stale*: the next run on that path reports it with the partial outputs
+   ``.NAME.lock`` beside it, holding ``owner.json`` (pid, host, process start time, command; touched every
+   30 s while held). A second writer to the same path is refused at once with a message naming the first. A
+   lock whose process is gone (SIGKILL; for another host's lock, no heartbeat for 5 minutes: a node
+   failure, a requeued batch job) is *stale*: the next run on that path reports it with the partial outputs
    the dead run left, and removes them only with ``overwrite`` (or ``resume``, where a command resumes).
 2. **Build.** The output is written under a hidden sibling ``.NAME.partial-XXXXXXXX`` (same folder, so the
    final rename stays on one file system).
@@ -158,12 +159,32 @@ def _read_owner(lock: str) -> dict:
         return {}
 
 
-def _alive(owner: dict) -> bool | None:
-    """True/False when the owner's process is known to run/not run here; None when it cannot be told."""
+#: The owner of a claim touches its owner.json this often (seconds) ...
+HEARTBEAT_SECONDS = 30.0
+#: ... so that a claim from another host whose heartbeat is older than this is known to be dead.
+FOREIGN_STALE_SECONDS = 300.0
+
+
+def _heartbeat_age(lock: str) -> float | None:
+    try:
+        return time.time() - os.path.getmtime(os.path.join(lock, "owner.json"))
+    except OSError:
+        return None
+
+
+def _alive(owner: dict, lock: str | None = None) -> bool | None:
+    """True/False when the owner's process is known to run/not run; None when it cannot be told.
+
+    On this host the process table says; for another host (a shared file system, a requeued batch job) the
+    owner's heartbeat: a claim not refreshed for :data:`FOREIGN_STALE_SECONDS` is dead.
+    """
     if not owner:
         # a lock without a readable owner is either being created this instant or left by a crash
         return None
     if owner.get("host") != socket.gethostname():
+        age = _heartbeat_age(lock) if lock is not None else None
+        if age is not None and age > FOREIGN_STALE_SECONDS:
+            return False
         return None
     pid = owner.get("pid")
     if not isinstance(pid, int):
@@ -261,12 +282,16 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
             os.mkdir(lock)
             break
         except FileExistsError:
+            try:
+                judged = os.stat(lock)
+            except FileNotFoundError:
+                continue
             owner = _read_owner(lock)
-            alive = _alive(owner)
+            alive = _alive(owner, lock)
             if not owner:
                 time.sleep(0.2)  # the other writer may be writing owner.json right now
                 owner = _read_owner(lock)
-                alive = _alive(owner) if owner else (False if time.time() - os.path.getmtime(lock) > 5 else True)
+                alive = _alive(owner, lock) if owner else (False if time.time() - judged.st_mtime > 5 else True)
             who = (f"pid {owner.get('pid')} on {owner.get('host')}, started "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.get('claimed', 0)))}"
                    if owner else "an unknown process")
@@ -295,7 +320,9 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
                 time.sleep(0.05)
                 continue
             try:
-                if _read_owner(lock) == owner:
+                now = os.stat(lock) if os.path.isdir(lock) else None
+                if (now is not None and (now.st_ino, now.st_mtime_ns) == (judged.st_ino, judged.st_mtime_ns)
+                        and _read_owner(lock) == owner):
                     aside = f"{lock}.stale-{uuid.uuid4().hex[:8]}"
                     with contextlib.suppress(FileNotFoundError):
                         os.rename(lock, aside)
@@ -316,11 +343,35 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
             for p in orphans:
                 _remove(p)
         _HELD[lock] = token
-        yield path
+        beat = _Heartbeat(os.path.join(lock, "owner.json"))
+        try:
+            yield path
+        finally:
+            beat.stop()
     finally:
         _HELD.pop(lock, None)
         if _read_owner(lock).get("token") == token or not os.path.exists(os.path.join(lock, "owner.json")):
             _remove(lock)
+
+
+class _Heartbeat:
+    """Touch the owner record every :data:`HEARTBEAT_SECONDS` from a daemon thread while a claim is held."""
+
+    def __init__(self, file: str):
+        import threading
+
+        self._stop = threading.Event()
+        self._file = file
+        self._thread = threading.Thread(target=self._run, daemon=True, name="flowtie-dask claim heartbeat")
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):
+                os.utime(self._file)
+
+    def stop(self):
+        self._stop.set()
 
 
 # --------------------------------------------------------------------------------------------- publishing
@@ -381,7 +432,12 @@ def publish(tmp: str, path: str, *, overwrite: bool) -> None:
             return
         old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:8]}")
         os.rename(path, old)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except BaseException:  # a failure or a signal between the two renames: put the old output back
+            if not os.path.lexists(path):
+                os.rename(old, path)
+            raise
         _remove(old)
         return
     os.replace(tmp, path)

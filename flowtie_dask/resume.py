@@ -161,8 +161,9 @@ def resume_workspace(out: str | os.PathLike, *, record: dict, resume: bool = Fal
                 shutil.rmtree(folder, ignore_errors=True)
             raise
         if publish_folder:
-            os.remove(os.path.join(folder, "record.json"))
             publish(folder, out, overwrite=overwrite)
+            with contextlib.suppress(FileNotFoundError):  # after publishing: until then the members keep their record
+                os.remove(os.path.join(out, "record.json"))
         else:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -449,8 +449,8 @@ from flowtie_dask import atomic
 path, me, judged, holds = sys.argv[1:5]
 if me == "slow":  # between judging the lock stale and clearing it, the other run takes the claim
     real = atomic._alive
-    def alive(owner):
-        r = real(owner)
+    def alive(owner, *rest):
+        r = real(owner, *rest)
         open(judged, "w").close()
         end = time.time() + 30
         while not os.path.exists(holds) and time.time() < end:
@@ -565,3 +565,55 @@ def test_claim_output_cleans_up_after_an_error_and_can_be_reclaimed(tmp_path):
     with claim_output(out):
         pass
     assert os.listdir(tmp_path) == []
+
+
+def test_a_foreign_hosts_claim_is_stale_only_without_a_heartbeat(tmp_path):
+    out = tmp_path / "out"
+    owner = {"pid": 1, "host": "node017-not-this-host", "started": 1.0, "claimed": time.time()}
+    lock = _lock(tmp_path, "out", owner)
+    with pytest.raises(OutputBusyError, match="being written by another run"):
+        with atomic_path(out, overwrite=True):
+            pass
+    old = time.time() - atomic.FOREIGN_STALE_SECONDS - 60
+    os.utime(lock / "owner.json", (old, old))
+    with pytest.raises(OutputBusyError, match="a run that died"):
+        with atomic_path(out):
+            pass
+    with atomic_path(out, overwrite=True) as tmp:
+        open(tmp, "w").write("x")
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_a_held_claim_keeps_its_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "HEARTBEAT_SECONDS", 0.05)
+    out = tmp_path / "out"
+    with atomic.claim_output(out):
+        f = tmp_path / ".out.lock" / "owner.json"
+        old = time.time() - 1000
+        os.utime(f, (old, old))
+        time.sleep(0.3)
+        assert time.time() - os.path.getmtime(f) < 5
+
+
+def test_the_two_rename_fallback_puts_the_old_output_back_on_failure(tmp_path, monkeypatch):
+    out = tmp_path / "res.zarr"
+    os.mkdir(out)
+    (out / "old").write_text("old")
+    monkeypatch.setattr(atomic, "_renameat2", lambda *a: False)
+    real = os.rename
+    calls = []
+
+    def flaky(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a signal between the two renames
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "rename", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(out, overwrite=True) as tmp:
+            os.mkdir(tmp)
+            open(os.path.join(tmp, "new"), "w").write("new")
+    monkeypatch.setattr(atomic.os, "rename", real)
+    assert (out / "old").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["res.zarr"]

@@ -584,3 +584,18 @@ def result_truth_variance(result, path):
     from flowtie_dask.evaluate import evaluate_result
 
     return evaluate_result(result, path)["truth_variance"]
+
+
+@pytest.mark.parametrize("electrons", [14, 30, 100])
+def test_low_dose_single_counts_on_a_large_detector_are_signal(electrons):
+    """Sparse counts (≪ 1 per bright-field pixel, as event detectors record beam-sensitive specimens) are
+    isolated ones among zeros: none of them may be taken for a spike."""
+    rng = np.random.default_rng(electrons)
+    q = np.arange(64) - 32
+    disk = ((q[:, None] ** 2 + q[None] ** 2) <= 20 ** 2).astype(np.float64)
+    rate = electrons * disk / disk.sum()
+    block = rng.poisson(np.broadcast_to(rate, (3, 24, 24, 64, 64))).astype(np.float32)
+    before = block.copy()
+    out, report = check_block(block, rows=range(24), cols=range(24))
+    assert report.spikes == [] and report.hot_pixels == [] and report.dead_patterns == []
+    np.testing.assert_array_equal(out, before)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.figure or os.path.join(os.path.dirname(os.path.abspath(args.results[0])), "evaluation.png")
     if os.path.lexists(out) and not args.overwrite:
         raise ValueError(f"{os.path.abspath(out)!r} already exists; choose another --figure or pass --overwrite")
-    check_output(out, overwrite=True)  # its folder must exist
+    check_output(out, overwrite=True, inputs=[args.truth, *args.results])  # its folder must exist; no input
     truth_store = open_scan_store(args.truth)
     results = [(path, open_result(path)) for path in args.results]
     for path, res in results:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             panels["truth"] = truth - truth.mean()
         if ev["truth_on_grid"].shape == truth.shape:
             panels[f"{method} (MSE {ev['mse']:.4f})"] = ev["aligned"] - ev["truth_on_grid"].mean()
-    with atomic_path(out, overwrite=args.overwrite) as tmp:
+    with atomic_path(out, overwrite=args.overwrite, inputs=[args.truth, *args.results]) as tmp:
         figure_panel(panels, tmp, title=os.path.basename(os.path.abspath(args.truth)))
     print(f"{'result':40s} {'method':8s} {'MSE (rad²)':>12s} {'truth var':>10s} {'shift':>8s}")
     for row in rows:

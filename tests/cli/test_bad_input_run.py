@@ -258,3 +258,12 @@ def test_a_full_disk_says_so(clean, tmp_path, capsys, monkeypatch):
     out = tmp_path / "f.zarr"
     assert_refused(_run(clean, out), match=r"the disk is full writing .*nothing was published", inputs=[clean],
                    outputs=[out], capsys=capsys)
+
+
+def test_evaluate_figure_over_an_input_is_refused(clean, tmp_path, capsys):
+    res = tmp_path / "r.zarr"
+    assert main(_run(clean, res)) == 0
+    assert_refused(["evaluate", str(res), "--truth", str(clean), "--figure", str(clean), "--overwrite"],
+                   match=r"is the input", inputs=[clean, res], capsys=capsys)
+    assert_refused(["evaluate", str(res), "--truth", str(clean), "--figure", str(res / "p.png")],
+                   match=r"lies inside the input", inputs=[clean, res], capsys=capsys)
