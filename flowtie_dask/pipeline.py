@@ -8,7 +8,6 @@ once at the end. The kernels are :mod:`flowtie_dask.reconstruct`'s and run uncha
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -104,7 +103,7 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
     return tiles
 
 
-def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None):
+def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None, bright_field=None):
     """Read intensity[defocus][:, rows, cols] and check its values (:func:`flowtie_dask.quality.check_block`).
 
     Parameters
@@ -115,6 +114,8 @@ def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None):
         Global scan indices (contiguous or wrapped).
     defocus : list of int, optional
         Defocus indices to read (default all three).
+    bright_field : (cx, cy, radius), optional
+        Bright-field disk in stored detector pixels (:func:`bright_field_disk`).
 
     Returns
     -------
@@ -126,39 +127,48 @@ def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None):
 
     block = read_block(path, rows, cols, defocus=defocus)
     defocus = [0, 1, 2] if defocus is None else list(defocus)
-    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=path, bright_field=_bright_field(path))
+    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=path, bright_field=bright_field)
 
 
-@functools.lru_cache(maxsize=32)
-def _bright_field(path: str) -> tuple[float, float, float]:
-    """(cx, cy, radius) of the bright-field disk in stored detector pixels, from the store's metadata."""
+def bright_field_disk(metadata) -> tuple[float, float, float]:
+    """(cx, cy, radius) of the bright-field disk in stored detector pixels.
+
+    Parameters
+    ----------
+    metadata : ScanMetadata
+
+    Returns
+    -------
+    (float, float, float)
+        Centre (pixels along Qx, Qy) and radius α/λ/Δq (pixels; the smaller sampling).
+    """
     from .physics.constants import wavelength
-    from .store import ScanMetadata
-    import zarr
 
-    m = ScanMetadata.from_attrs(dict(zarr.open_group(path, mode="r").attrs))
-    radius = m.semiangle * 1e-3 / wavelength(m.energy) / min(m.detector_sampling)
-    return float(m.detector_center[0]), float(m.detector_center[1]), float(radius)
+    radius = metadata.semiangle * 1e-3 / wavelength(metadata.energy) / min(metadata.detector_sampling)
+    return float(metadata.detector_center[0]), float(metadata.detector_center[1]), float(radius)
 
 
 def _save_partial(cache: str | None, name: str, part: tuple) -> tuple:
     """Write a finished tile partial atomically into the resume cache (no-op without a cache)."""
     if cache is None:
         return part
-    import io
-
-    from .atomic import write_file_atomic
-
     (ox, oy), num, ill, report = part
-    buf = io.BytesIO()
-    np.savez(buf, offset=np.array([ox, oy]), num=num, ill=ill,
-             report=np.frombuffer(json.dumps(report.as_full()).encode(), dtype=np.uint8))
-    write_file_atomic(os.path.join(cache, f"{name}.npz"), buf.getvalue())
+    _write_npz(os.path.join(cache, f"{name}.npz"), offset=np.array([ox, oy]), num=num, ill=ill,
+               report=_report_bytes(report))
     return part
 
 
 def load_partial(file: str) -> tuple:
-    """A tile partial written by an earlier run (``offset, numerator, illumination, report``)."""
+    """A tile partial written by an earlier run.
+
+    Returns
+    -------
+    offset : (int, int)
+        Object pixel of the partial's (0, 0).
+    numerator : ndarray, complex128, shape (fx, fy)
+    illumination : ndarray, float64, shape (fx, fy)
+    report : BlockReport
+    """
     from .quality import BlockReport
 
     with np.load(file) as z:
@@ -168,7 +178,7 @@ def load_partial(file: str) -> tuple:
 
 def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, periodic: bool,
               phase_method: Callable | None = None, device: str = "cpu", cache: str | None = None,
-              name: str = ""):
+              name: str = "", bright_field=None):
     """One Dask task: read a haloed tile from the store and return its partial projection.
 
     Returns
@@ -182,7 +192,7 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, period
     from .backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    block, report = read_checked(path, tile["rows"], tile["cols"])
+    block, report = read_checked(path, tile["rows"], tile["cols"], bright_field=bright_field)
     block = xp.asarray(block)
     offset, num, ill = reconstruct_tile(block, geometry, xs=tile["xs"], ys=tile["ys"], interior=tile["interior"],
                                         periodic=periodic, boundary=tile["boundary"], phase_method=phase_method)
@@ -190,38 +200,69 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, period
 
 
 def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, phase_method, device: str = "cpu",
-               cache: str | None = None, name: str = ""):
+               cache: str | None = None, name: str = "", bright_field=None):
     """Stage 1 of the global integration: the predicted gradient field of a tile's interior positions.
 
-    With ``cache``, the field is also written there atomically (``NAME.npy``) so that a resumed run skips
-    the model on this tile (the field is 2/3 of the tile's data size on disk).
+    With ``cache``, the field and the block's repair report are also written there atomically
+    (``NAME.npz``) so that a resumed run skips the model on this tile (the field is 2/3 of the tile's
+    data size on disk).
 
     Returns
     -------
-    ndarray, shape (2, tx, ty, Qx, Qy), float32 (host), rad/Å
+    field : ndarray, shape (2, tx, ty, Qx, Qy), float32 (host), rad/Å
+    report : BlockReport
+        Values repaired in the tile's haloed block (all three defocus values).
     """
     from .backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    block, _ = read_checked(path, tile["rows"], tile["cols"])
+    block, report = read_checked(path, tile["rows"], tile["cols"], bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
     _, g = phase_method.field(block, geometry)
     ix, iy = tile["interior"]
     g = asnumpy(g[:, ix, iy]).astype(np.float32)
     if cache is not None:
-        import io
-
-        from .atomic import write_file_atomic
-
-        buf = io.BytesIO()
-        np.save(buf, g)
-        write_file_atomic(os.path.join(cache, f"{name}.npy"), buf.getvalue())
-    return g
+        _write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=_report_bytes(report))
+    return g, report
 
 
-def load_field(file: str) -> np.ndarray:
-    """A gradient field written by :func:`field_task` in an earlier run, (2, tx, ty, Qx, Qy) float32."""
-    return np.load(file)
+def load_field(file: str):
+    """A gradient field written by :func:`field_task` in an earlier run.
+
+    Returns
+    -------
+    field : ndarray, shape (2, tx, ty, Qx, Qy), float32, rad/Å
+    report : BlockReport
+    """
+    from .quality import BlockReport
+
+    with np.load(file) as z:
+        return z["field"], BlockReport.from_full(json.loads(z["report"].tobytes().decode()))
+
+
+def _report_bytes(report) -> np.ndarray:
+    return np.frombuffer(json.dumps(report.as_full()).encode(), dtype=np.uint8)
+
+
+def _write_npz(file: str, **arrays) -> None:
+    import io
+
+    from .atomic import write_file_atomic
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_file_atomic(file, buf.getvalue())
+
+
+def _readable(file: str) -> bool:
+    """A cached piece that a killed run may have left damaged is recomputed, not loaded (the zip directory is
+    at the end of the file, so a truncated one fails here)."""
+    try:
+        with np.load(file) as z:
+            z.files  # noqa: B018
+        return True
+    except Exception:  # noqa: BLE001 - zipfile.BadZipFile, EOFError, OSError, ValueError
+        return False
 
 
 def _integrate_block(g, *, step, boundary):
@@ -232,11 +273,10 @@ def _integrate_block(g, *, step, boundary):
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,
-                 device: str = "cpu", cache: str | None = None, name: str = ""):
+                 device: str = "cpu", cache: str | None = None, name: str = "", bright_field=None):
     """Stage 3: exit waves of a tile's interior from its integrated phase and project them.
 
-    The in-focus patterns are read with the tile's halo and checked like the field stage's, so both stages
-    see the same repaired values.
+    The in-focus patterns of the interior are read (no halo) and checked like the field stage's.
 
     Returns
     -------
@@ -249,9 +289,8 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
     xp = get_array_module(device=device)
     mid = int(np.argsort(np.asarray(geometry.c10))[1])
     xs, ys = tile["xs"], tile["ys"]
-    block, report = read_checked(path, tile["rows"], tile["cols"], defocus=[mid])
-    ix, iy = tile["interior"]
-    i0 = geometry.orient(xp.asarray(block[0][ix, iy]))
+    block, report = read_checked(path, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
+    i0 = geometry.orient(xp.asarray(block[0]))
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
     offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
     return _save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
@@ -270,7 +309,8 @@ def _run_token(path, tiles, periodic, phase_method) -> str:
     return dask.base.tokenize(path, tiles, periodic, who)[:12]
 
 
-def _global_parts(st, geometry, tiles, *, periodic, phase_method, device, cache=None, done=()):
+def _global_parts(st, geometry, tiles, *, periodic, phase_method, device, cache=None, done=(), keep_fields=False,
+                  bright_field=None):
     """Partials of the three-stage graph: per-tile fields → whole-scan integration per detector-pixel block
     (rechunk) → per-tile projection. Tiled equals whole-scan up to the model's view of tile edges."""
     import dask
@@ -287,8 +327,11 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device, cache=
     if all(names[k] in done for k in names):  # every projection finished in an earlier run
         load = dask.delayed(load_partial, pure=True)
         return [load(os.path.join(cache, f"{names[k]}.npz")) for k in names]
+    import operator
+
     field = dask.delayed(field_task, pure=True)
-    rows = []
+    pick = dask.delayed(operator.getitem, pure=True)
+    rows, reports = [], []
     for x0 in starts_x:
         row = []
         for y0 in starts_y:
@@ -296,12 +339,14 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device, cache=
             shape = (2, len(t["xs"]), len(t["ys"]), qx, qy)
             fname = _tile_name("field", t)
             if fname in done:
-                task = dask.delayed(load_field, pure=True)(os.path.join(cache, f"{fname}.npy"),
+                task = dask.delayed(load_field, pure=True)(os.path.join(cache, f"{fname}.npz"),
                                                            dask_key_name=f"{fname}-{token}")
             else:
-                task = field(st.path, geo, t, phase_method=phase_method, device=device, cache=cache, name=fname,
+                task = field(st.path, geo, t, phase_method=phase_method, device=device,
+                             cache=cache if keep_fields else None, name=fname, bright_field=bright_field,
                              dask_key_name=f"{fname}-{token}")
-            row.append(da.from_delayed(task, shape=shape, dtype=np.float32))
+            row.append(da.from_delayed(pick(task, 0), shape=shape, dtype=np.float32))
+            reports.append(pick(task, 1))
         rows.append(da.concatenate(row, axis=2))
     g = da.concatenate(rows, axis=1)
     qb = max(1, min(qx, (64 * 2**20) // max(1, 2 * rx * ry * qy * 4)))
@@ -325,18 +370,22 @@ def _global_parts(st, geometry, tiles, *, periodic, phase_method, device, cache=
                 parts.append(load(os.path.join(cache, f"{name}.npz")))
             else:
                 parts.append(proj(st.path, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device,
-                                  cache=cache, name=name, dask_key_name=f"{name}-{token}"))
-    return parts
+                                  cache=cache, name=name, bright_field=bright_field,
+                                  dask_key_name=f"{name}-{token}"))
+    return parts + reports  # the field stage's repair reports (all three defocus values) join the sum
 
 
 def _accumulate(shape, *parts):
-    """Sum tile partials ``(offset, num, ill, report)`` and partial sums ``(num, ill, report)``."""
+    """Sum tile partials ``(offset, num, ill, report)``, partial sums ``(num, ill, report)`` and reports."""
     from .quality import BlockReport
 
     num = np.zeros(shape, dtype=np.complex128)
     ill = np.zeros(shape, dtype=np.float64)
     report = BlockReport()
     for part in parts:
+        if isinstance(part, BlockReport):
+            report = report.merge(part)
+            continue
         if len(part) == 3 and isinstance(part[0], np.ndarray):
             num += part[0]
             ill += part[1]
@@ -366,6 +415,7 @@ def reconstruct_store(
     integration: str = "auto",
     symmetry: str = "none",
     cache: str | None = None,
+    keep_fields: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store, tile by tile on Dask.
 
@@ -405,7 +455,12 @@ def reconstruct_store(
         Folder for finished tile partials (``tile-X-Y.npz``, ``project-X-Y.npz``), each written atomically
         when its task ends. Partials found there are loaded instead of recomputed, so a run interrupted
         after some tiles resumes from them. The caller guarantees the folder belongs to the same inputs
-        (:func:`flowtie_dask.resume.resume_workspace` checks a record of them).
+        (:func:`flowtie_dask.resume.resume_workspace` checks a record of them). A damaged piece (a run killed
+        while the file system was writing it) is recomputed.
+    keep_fields : bool
+        With ``cache`` and global integration: also keep each tile's gradient field (``field-X-Y.npz``,
+        2/3 of the tile's data size on disk), so a resumed FlowTIE run skips the model on finished tiles;
+        without it a resumed run recomputes the fields and reuses only finished projections.
 
     Returns
     -------
@@ -452,11 +507,12 @@ def reconstruct_store(
     done = set()
     if cache is not None:
         os.makedirs(cache, exist_ok=True)
-        done = {n[:-4] for n in os.listdir(cache) if n.endswith((".npz", ".npy"))}
+        done = {n[:-4] for n in os.listdir(cache) if n.endswith(".npz") and _readable(os.path.join(cache, n))}
     token = _run_token(st.path, tiles, periodic, phase_method)
+    bf = bright_field_disk(st.metadata)
     if use_global:
         parts = _global_parts(st, geometry, tiles, periodic=periodic, phase_method=phase_method, device=device,
-                              cache=cache, done=done)
+                              cache=cache, done=done, keep_fields=keep_fields, bright_field=bf)
         names = [_tile_name("project", t) for t in tiles]
         fields_reused = sum(_tile_name("field", t) in done for t in tiles)
     else:
@@ -470,7 +526,7 @@ def reconstruct_store(
                 parts.append(load(os.path.join(cache, f"{name}.npz")))
             else:
                 parts.append(task(st.path, geo, t, periodic=periodic, phase_method=phase_method, device=device,
-                                  cache=cache, name=name, dask_key_name=f"{name}-{token}"))
+                                  cache=cache, name=name, bright_field=bf, dask_key_name=f"{name}-{token}"))
     reused = sum(n in done for n in names)
     # tree reduction: groups of 8 partials into full-size sums, then a final sum
     acc = dask.delayed(_accumulate, pure=True)

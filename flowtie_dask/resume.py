@@ -44,12 +44,26 @@ def file_digest(path: str | os.PathLike | None) -> str | None:
 
 
 def store_identity(path: str | os.PathLike) -> str:
-    """A cheap identity of a Zarr store: its metadata documents' bytes and every file's name, size and mtime.
+    """An identity of a Zarr store that changes when it is rewritten or re-imported.
 
-    Changes when the store is rewritten, re-imported or a chunk is replaced; reading it does not change it.
+    Stores written by this flowtie-dask carry a ``store_uuid`` attribute (new at every write): the identity
+    is its path, that attribute and the bytes of the group's and ``intensity``'s ``zarr.json`` (two small
+    reads, whatever the store's size). Older stores: every file's name, size and mtime (one stat per file).
     """
     path = os.path.realpath(os.fspath(path))
     h = hashlib.sha256(path.encode())
+    docs = [os.path.join(path, "zarr.json"), os.path.join(path, "intensity", "zarr.json")]
+    try:
+        with open(docs[0], "rb") as f:
+            group = f.read()
+        fast = b'"store_uuid"' in group
+    except OSError:
+        fast = False
+    if fast:
+        for doc in docs:
+            with open(doc, "rb") as f:
+                h.update(f.read())
+        return h.hexdigest()
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
@@ -668,6 +669,7 @@ def write_scan_store(
         group = zarr.open_group(tmp, mode="w-", zarr_format=3)
         attrs = metadata.to_attrs()
         attrs["complete"] = False
+        attrs["store_uuid"] = uuid.uuid4().hex  # identity of this write (resume records compare it)
         group.attrs.update(attrs)
         group.create_array(
             "intensity",

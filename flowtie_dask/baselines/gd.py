@@ -592,7 +592,7 @@ def gd_reconstruct_store(
         When the scan does not fit in memory (checked before the data are read).
     """
     from .. import __version__
-    from ..pipeline import ReconstructionResult, read_checked
+    from ..pipeline import ReconstructionResult, bright_field_disk, read_checked
     from ..store import ScanStore, open_scan_store
 
     start = time.perf_counter()
@@ -628,7 +628,8 @@ def gd_reconstruct_store(
     parts = []
     repairs = None
     for s in scans:
-        block, report = read_checked(st.path, range(st.scan_shape[0]), range(st.scan_shape[1]), defocus=[s])
+        block, report = read_checked(st.path, range(st.scan_shape[0]), range(st.scan_shape[1]), defocus=[s],
+                                     bright_field=bright_field_disk(st.metadata))
         repairs = report if repairs is None else repairs.merge(report)
         block = geometry.orient(block[0])
         parts.append(_sqrt_fft_order(block.reshape((n_pos,) + tuple(geometry.detector_shape))))

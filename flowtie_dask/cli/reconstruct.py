@@ -48,6 +48,10 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing result (by a rename once the new one is complete) and discard the "
                         "finished tiles of an interrupted run")
+    p.add_argument("--keep-fields", action="store_true",
+                   help="--method flowtie on several tiles: also keep each tile's predicted gradient field for "
+                        "--resume (2/3 of the scan's size on disk beside the output, removed when the run ends); "
+                        "without it a resumed FlowTIE run recomputes the fields and reuses finished projections")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run on this --out: tiles it finished (kept beside the output in "
                         ".RESULT.resume/) are loaded, not recomputed; refused if the store, method or parameters "
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     device = "gpu" if args.gpus else "cpu"
     if args.symmetry != "none" and args.method != "flowtie":
         raise ValueError("--symmetry averages FlowTIE predictions: use it with --method flowtie")
+    if args.keep_fields and args.method != "flowtie":
+        raise ValueError("--keep-fields keeps FlowTIE's gradient fields: use it with --method flowtie")
     if args.model is not None and args.method != "flowtie":
         raise ValueError(f"--model is a FlowTIE checkpoint: use it with --method flowtie (--method {args.method} "
                          "has no model)")
@@ -105,16 +111,17 @@ def run(args: argparse.Namespace) -> int:
         record = reconstruction_record(
             args.store, method=args.method, model=model,
             parameters={"tile_size": list(tile) if isinstance(tile, tuple) else tile, "halo": args.halo,
-                        "periodic": args.periodic, "symmetry": args.symmetry})
+                        "periodic": args.periodic, "symmetry": args.symmetry, "device": device})
         workers = 0 if args.workers is None else args.workers
         with resume_workspace(args.out, record=record, resume=args.resume, overwrite=args.overwrite,
                               inputs=inputs) as cache:
             args.resume_note = (f"; finished tiles are kept in {cache}: rerun with --resume to continue")
             with cluster_client(**{**cluster_kwargs(args), "workers": workers},
                                 announce=lambda s: print(s, file=sys.stderr)) as client:
-                result = reconstruct_store(args.store, method=args.method, tile_size=tile, halo=args.halo,
+                result = reconstruct_store(st, method=args.method, tile_size=tile, halo=args.halo,
                                            periodic=periodic, client=client, progress=not args.no_progress,
-                                           device=device, model=args.model, symmetry=args.symmetry, cache=cache)
+                                           device=device, model=args.model, symmetry=args.symmetry, cache=cache,
+                                           keep_fields=args.keep_fields)
             path = write_result(result, args.out, overwrite=args.overwrite)
             args.resume_note = ""
         if result.attrs.get("tiles_reused"):
