@@ -72,16 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         previous = {}
     try:
         return int(args.run(args) or 0)
-    except Terminated:
+    except KeyboardInterrupt as exc:
         _quiet_shutdown()
-        print(f"flowtie-dask {args.command}: terminated (SIGTERM); no output was written"
-              + getattr(args, "resume_note", ""), file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        _quiet_shutdown()
-        print(f"flowtie-dask {args.command}: interrupted; no output was written" + getattr(args, "resume_note", ""),
-              file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        done = getattr(args, "published", None)
+        state = f"{done} was already written" if done else "no output was written"
+        print(f"flowtie-dask {args.command}: {what}; {state}" + getattr(args, "resume_note", ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except MemoryError as exc:
         detail = f" ({_one_line(exc)})" if str(exc) else ""
         print(f"flowtie-dask {args.command}: error: out of memory{detail}: use smaller tiles (--tile-size), a "

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                                            device=device, model=args.model, symmetry=args.symmetry, cache=cache,
                                            keep_fields=args.keep_fields)
             path = write_result(result, args.out, overwrite=args.overwrite)
-            args.resume_note = ""
+            args.resume_note, args.published = "", path
         if result.attrs.get("tiles_reused"):
             print(f"resumed: {result.attrs['tiles_reused']} finished tiles loaded, {result.attrs['tiles_computed']} "
                   "computed", file=sys.stderr)

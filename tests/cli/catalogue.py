@@ -84,6 +84,10 @@ def assert_refused(argv, *, match: str, inputs=(), outputs=(), capsys=None, subp
     line = lines[0]
     assert line.startswith("flowtie-dask"), line
     assert re.search(match, line), f"{match!r} not in {line!r}"
+    log = os.environ.get("FLOWTIE_CATALOGUE_LOG")
+    if log:  # the note's catalogue: one (test, message) line per refusal
+        with open(log, "a") as f:
+            f.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]}\t{line}\n")
     for p, h in before_in.items():
         assert tree_checksum(p) == h, f"input {p} was modified"
     for p, h in before_out.items():
