@@ -32,7 +32,7 @@ if not os.path.exists(store):
     subprocess.run([*cli, "simulate", "GaAs", "--lateral-cells", "2", "--scan-pixels", str(args.scan),
                     "--no-progress", "--out", store], check=True, env=env, capture_output=True)
 common = [*cli, "reconstruct", store, "--method", args.method, "--tile-size", str(args.tile), "--halo", "8",
-          "--no-progress", "--overwrite"]
+          "--no-progress", "--overwrite", *(["--keep-fields"] if args.method == "flowtie" else [])]
 clean, res = os.path.join(args.out, "clean.zarr"), os.path.join(args.out, "resumed.zarr")
 cache = os.path.join(args.out, ".resumed.zarr.resume")
 shutil.rmtree(cache, ignore_errors=True)
@@ -41,25 +41,28 @@ t0 = time.perf_counter()
 subprocess.run([*common, "--out", clean], check=True, env=env, capture_output=True)
 t_clean = time.perf_counter() - t0
 
-n_tiles = -(-args.scan // args.tile) ** 2
+n_tiles = (-(-args.scan // args.tile)) ** 2
 target = max(1, int(args.kill_after * n_tiles))
-suffix = ".npy" if args.method == "flowtie" else ".npz"  # FlowTIE: fields come first
+prefix = "field-" if args.method == "flowtie" else "tile-"  # FlowTIE (global integration): fields come first
 p = subprocess.Popen([*common, "--out", res], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 t0 = time.perf_counter()
 while True:
-    done = sum(f.endswith(suffix) for f in os.listdir(cache)) if os.path.isdir(cache) else 0
+    done = (sum(f.startswith(prefix) and f.endswith(".npz") for f in os.listdir(cache))
+            if os.path.isdir(cache) else 0)  # finished pieces only, not the temporary file of one being written
     if done >= target or p.poll() is not None:
         break
     time.sleep(0.02)
 p.send_signal(signal.SIGKILL)
 p.wait()
 t_killed = time.perf_counter() - t0
-kept = sorted(os.listdir(cache))
+kept = sorted(f for f in os.listdir(cache) if f.endswith(".npz")) if os.path.isdir(cache) else []
 
 t0 = time.perf_counter()
 r = subprocess.run([*common, "--out", res, "--resume"], env=env, capture_output=True, text=True)
 t_resume = time.perf_counter() - t0
 assert r.returncode == 0, r.stderr
+if not os.path.isdir(cache) and not kept:
+    sys.exit("the run finished before it could be killed: use a bigger --scan or a smaller --tile")
 
 import zarr  # noqa: E402
 
@@ -69,7 +72,8 @@ same = np.array_equal(a["phase"][:], b["phase"][:])
 print(f"method {args.method}, {args.scan}×{args.scan} scan, {n_tiles} tiles of {args.tile}², 2-core CPU")
 print(f"clean run                      {t_clean:7.1f} s")
 print(f"killed after                   {t_killed:7.1f} s with {len(kept)} pieces kept "
-      f"({sum(k.endswith('.npz') for k in kept)} tile partials, {sum(k.endswith('.npy') for k in kept)} fields)")
+      f"({sum(not k.startswith('field-') for k in kept)} tile partials, "
+      f"{sum(k.startswith('field-') for k in kept)} fields)")
 print(f"resumed run                    {t_resume:7.1f} s  ({t_resume / t_clean:.2f}× the clean run): "
       f"{b.attrs['tiles_reused']} tiles loaded, {b.attrs['tiles_computed']} computed"
       + (f", {b.attrs['fields_reused']} fields loaded" if b.attrs.get("fields_reused") is not None else ""))
