@@ -65,7 +65,7 @@ def _real(path) -> str:
     return os.path.realpath(os.path.abspath(os.fspath(path)))
 
 
-def protect_inputs(path: str | os.PathLike, inputs: Iterable) -> None:
+def protect_inputs(path: str | os.PathLike, inputs: Iterable, *, option: str = "--out") -> None:
     """Refuse an output that equals, lies inside, or contains any input.
 
     Parameters
@@ -74,6 +74,8 @@ def protect_inputs(path: str | os.PathLike, inputs: Iterable) -> None:
         The output.
     inputs : iterable of str or PathLike or None
         The command's inputs (None entries are skipped). Symbolic links are resolved.
+    option : str
+        The command-line option that named the output, for the message.
 
     Raises
     ------
@@ -86,17 +88,18 @@ def protect_inputs(path: str | os.PathLike, inputs: Iterable) -> None:
             continue
         inp = _real(src)
         if out == inp:
-            raise InputOverwriteError(f"--out {os.fspath(path)!r} is the input {os.fspath(src)!r}; "
+            raise InputOverwriteError(f"{option} {os.fspath(path)!r} is the input {os.fspath(src)!r}; "
                                       "write the output to another path (the input is never replaced)")
         if os.path.commonpath([out, inp]) == inp:
-            raise InputOverwriteError(f"--out {os.fspath(path)!r} lies inside the input {os.fspath(src)!r}; "
+            raise InputOverwriteError(f"{option} {os.fspath(path)!r} lies inside the input {os.fspath(src)!r}; "
                                       "write the output outside it")
         if os.path.commonpath([out, inp]) == out:
-            raise InputOverwriteError(f"--out {os.fspath(path)!r} contains the input {os.fspath(src)!r}; "
+            raise InputOverwriteError(f"{option} {os.fspath(path)!r} contains the input {os.fspath(src)!r}; "
                                       "replacing it would delete the input: write the output elsewhere")
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = ()) -> str:
+def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = (),
+                 option: str = "--out") -> str:
     """Refuse an output path that exists (unless ``overwrite``), whose folder is missing, or that would
     touch an input.
 
@@ -106,6 +109,8 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
     overwrite : bool
     inputs : iterable of paths
         See :func:`protect_inputs`.
+    option : str
+        The command-line option that named the output, for messages.
 
     Returns
     -------
@@ -118,12 +123,12 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
         One line naming the path and what to do.
     """
     path = os.path.abspath(os.fspath(path))
-    protect_inputs(path, inputs)
+    protect_inputs(path, inputs, option=option)
     if os.path.lexists(path) and not overwrite:
-        raise OutputExistsError(f"{path!r} already exists; choose another --out or pass --overwrite")
+        raise OutputExistsError(f"{path!r} already exists; choose another {option} or pass --overwrite")
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
-        raise ValueError(f"the folder {parent!r} for the output does not exist; create it or choose another --out")
+        raise ValueError(f"the folder {parent!r} for the output does not exist; create it or choose another {option}")
     return path
 
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.figure or os.path.join(os.path.dirname(os.path.abspath(args.results[0])), "evaluation.png")
     if os.path.lexists(out) and not args.overwrite:
         raise ValueError(f"{os.path.abspath(out)!r} already exists; choose another --figure or pass --overwrite")
-    check_output(out, overwrite=True, inputs=[args.truth, *args.results])  # its folder must exist; no input
+    check_output(out, overwrite=True, inputs=[args.truth, *args.results], option="--figure")  # folder exists; no input
     truth_store = open_scan_store(args.truth)
     results = [(path, open_result(path)) for path in args.results]
     for path, res in results:

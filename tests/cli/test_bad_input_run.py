@@ -264,6 +264,6 @@ def test_evaluate_figure_over_an_input_is_refused(clean, tmp_path, capsys):
     res = tmp_path / "r.zarr"
     assert main(_run(clean, res)) == 0
     assert_refused(["evaluate", str(res), "--truth", str(clean), "--figure", str(clean), "--overwrite"],
-                   match=r"is the input", inputs=[clean, res], capsys=capsys)
+                   match=r"--figure .* is the input", inputs=[clean, res], capsys=capsys)
     assert_refused(["evaluate", str(res), "--truth", str(clean), "--figure", str(res / "p.png")],
-                   match=r"lies inside the input", inputs=[clean, res], capsys=capsys)
+                   match=r"--figure .* lies inside the input", inputs=[clean, res], capsys=capsys)
