@@ -50,10 +50,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import __version__
-from ..atomic import atomic_path, check_output
-from ..physics import DEFOCUS_CONVENTION, wavelength
-from ..store import INTENSITY_NORMALIZATION, SCHEMA, ScanMetadata, open_scan_store, write_scan_store
+from ... import __version__
+from ...atomic import atomic_path, check_output
+from ...physics import DEFOCUS_CONVENTION, wavelength
+from ...store import INTENSITY_NORMALIZATION, SCHEMA, ScanMetadata, open_scan_store, write_scan_store
 
 __all__ = [
     "datacubes_to_store",
