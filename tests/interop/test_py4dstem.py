@@ -132,6 +132,19 @@ def test_mrad_and_nm_calibrations_convert(rng, tmp_path):
     assert m.detector_sampling == pytest.approx((0.15, 0.15))
 
 
+def test_low_energy_import_is_not_refused_for_its_detector_sampling(rng, tmp_path):
+    # The optics are checked before the calibration is read, with a placeholder detector sampling; it must be
+    # plausible at every energy (a fixed 1/Å is ~70 mrad per pixel at 30 keV, above the 50 mrad limit).
+    optics = dict(OPTICS, energy=30e3)
+    out = datacubes_to_store(three_cubes(rng, q=(0.5, "mrad")), **optics, out=tmp_path / "30kev.zarr")
+    m = open_scan_store(out).metadata
+    assert m.energy == 30e3
+    assert m.detector_sampling[0] == pytest.approx(0.5e-3 / wavelength(30e3))
+    # the real calibration is still checked: 100 mrad per pixel is refused, naming the detector sampling
+    with pytest.raises(ValueError, match="detector_sampling .* mrad per pixel at 30 kV"):
+        datacubes_to_store(three_cubes(rng, q=(100.0, "mrad")), **optics, out=tmp_path / "bad.zarr")
+
+
 def test_rotation_flip_origin_and_normalisation(tmp_path):
     data = np.full((4, 5, 6, 7), 2.0, dtype=np.float32)
     data[..., 3, 3] += 58.0  # 60 + 2*41 = 142 counts per pattern
