@@ -18,7 +18,9 @@ Every output of the package (a store, a result, a checkpoint, a figure, a collec
    by two renames.
 
 :func:`claim_output` takes the claim for a whole command (e.g. ``reconstruct`` claims its ``--out`` before
-computing and writes it at the end); :func:`atomic_path` inside the claim reuses it.
+computing and writes it at the end); :func:`atomic_path` inside the claim reuses it. The machinery behind the
+claim (owner records, liveness, heartbeat, stale leftovers) is in :mod:`flowtie_dask.claim`; its names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -28,12 +30,30 @@ import ctypes
 import errno
 import json
 import os
-import shutil
-import socket
 import sys
 import time
 import uuid
 from typing import Iterable, Iterator
+
+# The claim machinery (owner records, liveness, heartbeat, leftovers) lives in .claim; its names stay
+# importable from here. claim_output looks _alive, HEARTBEAT_SECONDS and FOREIGN_STALE_SECONDS up in this
+# module, so replacing them here (tests do) takes effect.
+from .claim import (  # noqa: F401
+    _HELD,
+    FOREIGN_STALE_SECONDS,
+    HEARTBEAT_SECONDS,
+    _alive,
+    _heartbeat_age,
+    _Heartbeat,
+    _human,
+    _lock_dir,
+    _owner_record,
+    _process_start,
+    _read_owner,
+    _remove,
+    _size,
+    stale_leftovers,
+)
 
 __all__ = [
     "OutputExistsError",
@@ -134,117 +154,6 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
 
 # ---------------------------------------------------------------------------------------------- the claim
 
-_HELD: dict[str, str] = {}  # lock folder → token, for claims held by this process
-
-
-def _lock_dir(path: str) -> str:
-    parent, base = os.path.split(path)
-    return os.path.join(parent, f".{base}.lock")
-
-
-def _process_start(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return float(psutil.Process(pid).create_time())
-    except Exception:
-        return None
-
-
-def _owner_record(token: str) -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _process_start(os.getpid()),
-            "claimed": time.time(), "token": token, "command": " ".join(sys.argv[:6])}
-
-
-def _read_owner(lock: str) -> dict:
-    try:
-        with open(os.path.join(lock, "owner.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-#: The owner of a claim touches its owner.json this often (seconds) ...
-HEARTBEAT_SECONDS = 30.0
-#: ... so that a claim from another host whose heartbeat is older than this is known to be dead.
-FOREIGN_STALE_SECONDS = 300.0
-
-
-def _heartbeat_age(lock: str) -> float | None:
-    try:
-        return time.time() - os.path.getmtime(os.path.join(lock, "owner.json"))
-    except OSError:
-        return None
-
-
-def _alive(owner: dict, lock: str | None = None) -> bool | None:
-    """True/False when the owner's process is known to run/not run; None when it cannot be told.
-
-    On this host the process table says; for another host (a shared file system, a requeued batch job) the
-    owner's heartbeat: a claim not refreshed for :data:`FOREIGN_STALE_SECONDS` is dead.
-    """
-    if not owner:
-        # a lock without a readable owner is either being created this instant or left by a crash
-        return None
-    if owner.get("host") != socket.gethostname():
-        age = _heartbeat_age(lock) if lock is not None else None
-        if age is not None and age > FOREIGN_STALE_SECONDS:
-            return False
-        return None
-    pid = owner.get("pid")
-    if not isinstance(pid, int):
-        return None
-    started = _process_start(pid)
-    if started is None:
-        return False
-    want = owner.get("started")
-    return want is None or abs(started - float(want)) < 1.0
-
-
-def stale_leftovers(path: str | os.PathLike) -> list[str]:
-    """Hidden leftovers of earlier runs on ``path``: ``.NAME.partial-*``, ``.NAME.old-*`` and ``.NAME.lock``.
-
-    Returns
-    -------
-    list of str
-        Absolute paths (not the lock of a claim this process holds).
-    """
-    path = os.path.abspath(os.fspath(path))
-    parent, base = os.path.split(path)
-    if not os.path.isdir(parent):
-        return []
-    names = [n for n in os.listdir(parent)
-             if n.startswith((f".{base}.partial-", f".{base}.old-", f".{base}.lock.stale-")) or n == f".{base}.lock"]
-    own = {lock for lock in _HELD}
-    return sorted(p for p in (os.path.join(parent, n) for n in names) if p not in own)
-
-
-def _size(paths) -> int:
-    total = 0
-    for p in paths:
-        if os.path.isdir(p) and not os.path.islink(p):
-            total += sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs
-                         if os.path.isfile(os.path.join(d, f)))
-        elif os.path.isfile(p):
-            total += os.path.getsize(p)
-    return total
-
-
-def _remove(p: str) -> None:
-    if os.path.isdir(p) and not os.path.islink(p):
-        shutil.rmtree(p, ignore_errors=True)
-    elif os.path.lexists(p):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(p)
-
-
-def _human(nbytes: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes} B"  # pragma: no cover
-
 
 @contextlib.contextmanager
 def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = (),
@@ -292,11 +201,12 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
             except FileNotFoundError:
                 continue
             owner = _read_owner(lock)
-            alive = _alive(owner, lock)
+            alive = _alive(owner, lock, FOREIGN_STALE_SECONDS)
             if not owner:
                 time.sleep(0.2)  # the other writer may be writing owner.json right now
                 owner = _read_owner(lock)
-                alive = _alive(owner, lock) if owner else (False if time.time() - judged.st_mtime > 5 else True)
+                alive = (_alive(owner, lock, FOREIGN_STALE_SECONDS) if owner
+                         else (False if time.time() - judged.st_mtime > 5 else True))
             who = (f"pid {owner.get('pid')} on {owner.get('host')}, started "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.get('claimed', 0)))}"
                    if owner else "an unknown process")
@@ -348,7 +258,7 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
             for p in orphans:
                 _remove(p)
         _HELD[lock] = token
-        beat = _Heartbeat(os.path.join(lock, "owner.json"))
+        beat = _Heartbeat(os.path.join(lock, "owner.json"), HEARTBEAT_SECONDS)
         try:
             yield path
         finally:
@@ -357,26 +267,6 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
         _HELD.pop(lock, None)
         if _read_owner(lock).get("token") == token or not os.path.exists(os.path.join(lock, "owner.json")):
             _remove(lock)
-
-
-class _Heartbeat:
-    """Touch the owner record every :data:`HEARTBEAT_SECONDS` from a daemon thread while a claim is held."""
-
-    def __init__(self, file: str):
-        import threading
-
-        self._stop = threading.Event()
-        self._file = file
-        self._thread = threading.Thread(target=self._run, daemon=True, name="flowtie-dask claim heartbeat")
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(OSError):
-                os.utime(self._file)
-
-    def stop(self):
-        self._stop.set()
 
 
 # --------------------------------------------------------------------------------------------- publishing

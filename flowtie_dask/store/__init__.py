@@ -1,0 +1,106 @@
+"""The scan store: one Zarr v3 group per defocus series (DESIGN §5).
+
+Layout::
+
+    scan.zarr/
+      intensity            (3, Rx, Ry, Qx, Qy) float32 or uint16, chunks (1, cx, cy, Qx, Qy), Blosc/Zstd
+      truth/               only for simulated scans
+        projected_phase    (Nx, Ny) float32, σ·Σ v_z in rad on the object grid
+        probe_frame_phase  (Rx, Ry, Qx, Qy) float32, arg Ψ at focus (on request, for training)
+
+Group attributes hold the optics, the defocus values with their convention, the scan step, the
+detector sampling and orientation, units and a schema version (see :class:`ScanMetadata`).
+:func:`open_scan_store` is the one entry point that reads and validates a store; every error it
+raises is a :class:`ScanStoreError` with one line naming what is wrong and what to do.
+
+Writers go through :func:`write_scan_store`, which builds the store in a hidden sibling folder and
+renames it into place only when complete, so a failed run never leaves a store that looks valid.
+
+Integrity (schema version 2): every chunk carries a CRC-32C of its compressed bytes (``crc32c`` codec after
+Blosc) and every chunk is on disk, all-zero ones included. So a chunk lost in a copy is found when the store is
+opened (one directory walk, no data read), a corrupt one when it is read: :func:`read_block` (the picklable reader
+the Dask tasks use) names the chunk key and the scan positions it holds, and :func:`check_scan_store`
+(``flowtie-dask info --check``) reads every chunk once and lists each bad one. Schema-1 stores (no checksums)
+are still read.
+
+The package's modules: :mod:`.metadata` (schema constants, :class:`ScanStoreError`, :class:`ScanMetadata`,
+:func:`default_chunks`), :mod:`.chunks` (chunk keys, positions and presence on disk), :mod:`.layout`
+(:class:`ScanStore`, writing, opening and validating a store) and :mod:`.integrity` (:func:`read_block`,
+:func:`check_scan_store`). Every name is importable from ``flowtie_dask.store``.
+"""
+
+from __future__ import annotations
+
+from typing import Any  # noqa: F401 - resolves ScanStore's annotations (its __module__ is this package)
+
+from .chunks import (  # noqa: F401 - private helpers kept importable from flowtie_dask.store
+    _AXIS_NAMES,
+    _FIX,
+    _array_name,
+    _as_index,
+    _chunk_grid,
+    _chunk_key,
+    _chunk_region,
+    _chunk_where,
+    _decode_problem,
+    _fill_missing_chunks,
+    _missing_chunks,
+    _object_shape,
+    _on_disk,
+    _store_path_of,
+    _stored_keys,
+    _touched,
+)
+from .integrity import (  # noqa: F401
+    BadChunk,
+    StoreCheck,
+    _bad_chunks_in,
+    _open_intensity,
+    _raise_bad,
+    check_scan_store,
+    read_block,
+)
+from .layout import (  # noqa: F401
+    ScanStore,
+    _fail,
+    _is_group,
+    open_scan_store,
+    validate_scan_store,
+    write_scan_store,
+    write_truth,
+)
+from .metadata import (  # noqa: F401
+    INTENSITY_NORMALIZATION,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UNITS,
+    ScanMetadata,
+    ScanStoreError,
+    _compressors,
+    _pair,
+    default_chunks,
+)
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "ScanStoreError",
+    "ScanMetadata",
+    "ScanStore",
+    "default_chunks",
+    "write_scan_store",
+    "write_truth",
+    "open_scan_store",
+    "validate_scan_store",
+    "read_block",
+    "BadChunk",
+    "StoreCheck",
+    "check_scan_store",
+]
+
+# The public classes and functions keep the module name they had before the split (flowtie_dask.store), so
+# tracebacks, reprs and pickles (Dask tasks carry read_block) read as before.
+for _obj in (ScanStoreError, ScanMetadata, ScanStore, BadChunk, StoreCheck, default_chunks, write_scan_store,
+             write_truth, open_scan_store, validate_scan_store, read_block, check_scan_store):
+    _obj.__module__ = __name__
+del _obj
