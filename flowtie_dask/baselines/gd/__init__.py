@@ -69,10 +69,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..geometry import ReconstructionGeometry
-from ..physics.optics import Aberrations, probe_fourier
-from ..projection import shifted_windows, unwrap
-from ..quality import check_phase
+from ...geometry import ReconstructionGeometry
+from ...physics.optics import Aberrations, probe_fourier
+from ...projection import shifted_windows, unwrap
+from ...quality import check_phase
 
 __all__ = [
     "GDDivergedError",
@@ -591,9 +591,9 @@ def gd_reconstruct_store(
     ValueError
         When the scan does not fit in memory (checked before the data are read).
     """
-    from .. import __version__
-    from ..pipeline import ReconstructionResult, bright_field_disk, read_checked
-    from ..store import ScanStore, open_scan_store
+    from ... import __version__
+    from ...pipeline import ReconstructionResult, bright_field_disk, read_checked
+    from ...store import ScanStore, open_scan_store
 
     start = time.perf_counter()
     if form not in ("diagonal", "dense"):
