@@ -12,6 +12,7 @@ This module never imports dask or zarr.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "fftfreq",
     "to_torch",
     "from_torch",
+    "available_memory",
 ]
 
 
@@ -198,3 +200,37 @@ def from_torch(t: Any) -> Any:
     if cp is None:
         raise RuntimeError("a CUDA tensor needs CuPy to cross into array code; install the [gpu] extra")
     return cp.from_dlpack(t)
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes a run may allocate now.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        ``"cpu"``: ``MemAvailable`` of /proc/meminfo (or free physical pages from ``os.sysconf``);
+        ``"cuda"``: free memory of the current GPU (``torch.cuda.mem_get_info``).
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    if device in ("cuda", "gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("no GPU found: torch sees no CUDA device; use device='cpu' "
+                               "(or install a CUDA build of torch on a machine with an NVIDIA GPU)")
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
+        return 2**62

@@ -221,17 +221,17 @@ def test_store_entry_point_runs_the_papers_dense_form(tmp_path):
 
 def test_dense_form_refuses_what_does_not_fit_in_memory(monkeypatch):
     inten, geo, _ = simulate(8, 0.4)
-    monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**10)
+    monkeypatch.setattr(gd.common, "available_memory", lambda device="cpu": 2**10)
     with pytest.raises(ValueError, match=r"dense form needs 0\.0 GiB, more than the 0\.0 GiB.*form='diagonal'"):
         dense_gd_reconstruct(inten, geo, iterations=1)
 
 
 def test_memory_check_refuses_a_scan_that_does_not_fit(weak, monkeypatch):
     inten, geo, _ = weak
-    monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**20)
+    monkeypatch.setattr(gd.common, "available_memory", lambda device="cpu": 2**20)
     with pytest.raises(ValueError, match=r"needs [\d.]+ GiB, more than the 0\.0 GiB available.*--method tie"):
         gd_reconstruct(inten, geo, iterations=1)
-    monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 64 * 2**30)
+    monkeypatch.setattr(gd.common, "available_memory", lambda device="cpu": 64 * 2**30)
     big = dataclasses.replace(geo, scan_shape=(2048, 2048), scan_step=(0.2, 0.2), detector_shape=(256, 256),
                               detector_sampling=(1 / (256 * 0.2),) * 2)
     with pytest.raises(ValueError, match=r"needs \d+\.\d GiB, more than the 64\.0 GiB available"):
