@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from flowtie_dask.evaluate import evaluate_result, figure_panel
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.methods import REGISTRY, get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.results import open_result, write_result
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 
@@ -24,7 +25,8 @@ SETTINGS = [("GaAs", 2, 1), ("GaAs", 2, 5), ("SrTiO3", 3, 1), ("SrTiO3", 3, 5)]
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", default="table1_data")
 parser.add_argument("--methods", nargs="+", default=["tie", "gd"],
-                    help="tie, flowtie, gd (diagonal A = diag(O), converged), gd-dense (the paper's literal dense "
+                    help="any registered method: tie, flowtie, icom, gd (diagonal A = diag(O), converged), gd-dense "
+                         "(the paper's literal dense "
                          "N²×N² A from the identity, 100 iterations; ≈ 3 min per setting on 2 CPU cores)")
 parser.add_argument("--model", default=None, help="FlowTIE checkpoint (default: the shipped one)")
 parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
@@ -39,9 +41,9 @@ parser.add_argument("--dense-readout", choices=("projection", "diagonal"), defau
                          "(results go to *_gd-dense-diagonal.zarr)")
 parser.add_argument("--settings", nargs="+", type=int, default=[0, 1, 2, 3], help="indices into the four settings")
 args = parser.parse_args()
-unknown = sorted(set(args.methods) - {"tie", "flowtie", "gd", "gd-dense"})
+unknown = sorted(set(args.methods) - set(REGISTRY))
 if unknown:
-    parser.error(f"unknown method(s) {unknown}: use tie, flowtie, gd, gd-dense")
+    parser.error(f"unknown method(s) {unknown}: use {', '.join(REGISTRY)}")
 TAGS = [f"flowtie-{args.symmetry}" if m == "flowtie" and args.symmetry != "none" else
         "gd-dense-diagonal" if m == "gd-dense" and args.dense_readout == "diagonal" else m for m in args.methods]
 os.makedirs(args.out, exist_ok=True)
@@ -70,16 +72,11 @@ for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
             res = open_result(result_path)
             wall = res.attrs["seconds"]
         else:
+            options = {"flowtie": {"model": args.model, "symmetry": args.symmetry},
+                       "gd-dense": {"readout": args.dense_readout}}.get(method, {})
+            m = get_method(method, **{k: v for k, v in options.items() if v is not None})
             t0 = time.perf_counter()
-            if method in ("tie", "flowtie"):
-                res = reconstruct_store(path, method=method, model=args.model, progress=False, device=args.device,
-                                        symmetry=args.symmetry if method == "flowtie" else "none")
-            else:
-                from flowtie_dask.baselines.gd import gd_reconstruct_store
-
-                res = gd_reconstruct_store(path, progress=False, device="cuda" if args.device == "gpu" else "cpu",
-                                           form="dense" if method == "gd-dense" else "diagonal",
-                                           readout=args.dense_readout)
+            res = reconstruct(path, m, progress=False, device=args.device)
             wall = time.perf_counter() - t0
             res.attrs["seconds"] = wall
             write_result(res, result_path)

@@ -219,8 +219,9 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
     Parameters
     ----------
     *collections : dask collections or Delayed
-    client : distributed.Client or None
-        None runs on the in-process threaded scheduler.
+    client : distributed.Client or None or "inline"
+        None runs on the in-process threaded scheduler; ``"inline"`` runs every task in this thread, one
+        after the other (Dask's synchronous scheduler: a debugger and a profiler see plain calls).
     progress : bool
         Show a progress bar on stderr.
 
@@ -231,6 +232,8 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
     """
     import dask
 
+    if isinstance(client, str) and client == "inline":
+        return dask.compute(*collections, scheduler="synchronous")
     if client is None:
         if progress:
             from dask.diagnostics import ProgressBar

@@ -6,15 +6,46 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .atomic import atomic_path, check_output
-from .pipeline import ReconstructionResult
 
-__all__ = ["RESULT_SCHEMA", "write_result", "open_result", "save_preview"]
+__all__ = ["RESULT_SCHEMA", "ReconstructionResult", "write_result", "open_result", "save_preview"]
 
 RESULT_SCHEMA = "flowtie-dask/result"
+
+
+@dataclass
+class ReconstructionResult:
+    """A stitched object.
+
+    Attributes
+    ----------
+    phase : ndarray, shape (Nx, Ny)
+        Projected phase arg O (unwrapped where it exceeds ±π), rad.
+    amplitude : ndarray, shape (Nx, Ny)
+        |O|.
+    illumination : ndarray, shape (Nx, Ny)
+        Σ_r̂ |P(r − r̂)|² (unit-norm probe).
+    pixel_size : (float, float)
+        Å.
+    origin : (float, float)
+        Position of pixel (0, 0) relative to the first scan position, Å.
+    periodic : bool
+        The object is one period of a periodic specimen.
+    attrs : dict
+        Method, parameters, provenance and timings.
+    """
+
+    phase: np.ndarray
+    amplitude: np.ndarray
+    illumination: np.ndarray
+    pixel_size: tuple[float, float]
+    origin: tuple[float, float]
+    periodic: bool
+    attrs: dict = field(default_factory=dict)
 
 
 def _jsonable(x):

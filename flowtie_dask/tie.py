@@ -285,7 +285,7 @@ def _mirror_gradient(gx, gy, kind):
 
 
 def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str = "forward",
-                       boundary: str = "periodic"):
+                       boundary: str = "periodic", highpass: float = 0.0):
     """Least-squares phase from a gradient field over the scan axes, zero mean (DESIGN §3).
 
     Parameters
@@ -300,6 +300,9 @@ def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str
         "spectral": Frankot–Chellappa, φ̃ = −i(K·g̃)/(2π|K|²).
     boundary : {"periodic", "mirror"}
         "mirror" integrates the even extension (no wrap-around artefacts on non-periodic tiles).
+    highpass : float
+        "spectral" only: regulariser k_hp in 1/Å, φ̃ = −i(K·g̃)/(2π(|K|² + k_hp²)) (py4DSTEM's DPC and
+        LiberTEM's iCoM damp the lowest frequencies the same way); 0 = none.
 
     Returns
     -------
@@ -329,7 +332,7 @@ def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str
         den = xp.abs(wx) ** 2 + xp.abs(wy) ** 2
     else:
         num = -1j * (kx * gxh + ky * gyh)
-        den = 2 * math.pi * (kx**2 + ky**2)
+        den = 2 * math.pi * (kx**2 + ky**2 + highpass**2)
     den = xp.where(den == 0, 1.0, den)
     phi_hat = (num / den).astype(gxh.dtype, copy=False)
     phi_hat[0, 0] = 0.0

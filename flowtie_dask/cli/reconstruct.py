@@ -5,29 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cluster import cluster_client
-from ..pipeline import reconstruct_store
-from ..results import write_result
 from ..atomic import check_output, claim_output
+from ..cluster import cluster_client
+from ..methods import REGISTRY, get_method, method_help
+from ..results import write_result
 from ..resume import reconstruction_record, resume_workspace
-from .options import add_cluster_options, cluster_kwargs, nonnegative_int, pair, positive_int
+from ..runner import reconstruct
+from .options import add_cluster_options, cluster_kwargs, nonnegative_int, pair, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
     """Register the ``reconstruct`` sub-command."""
     p = sub.add_parser(
         "reconstruct", help="reconstruct the projected phase of a scan store",
-        description=("Phase of every pattern (TIE over the scan per detector pixel, or gradient descent), exit "
-                     "waves, and their projection onto the object, over scan tiles on Dask. Writes a Zarr group "
-                     "with phase, amplitude, illumination and preview.png."),
+        description=("The projected phase by one of the registered methods (TIE, FlowTIE, iCoM, gradient descent), "
+                     "over scan tiles on Dask. Writes a Zarr group with phase, amplitude, illumination and "
+                     "preview.png."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("store", metavar="STORE", help="scan store (*.zarr) from 'simulate' or 'import'")
     p.add_argument("--out", required=True, metavar="RESULT", help="output result folder (*.zarr)")
-    p.add_argument("--method", choices=("tie", "flowtie", "gd"), default="tie",
-                   help="tie: classical TIE (tiled, distributed); flowtie: the FlowTIE model (tiled, distributed); "
-                        "gd: gradient descent on the far-field amplitudes with A = diag(O), a converged form of the "
-                        "paper's baseline (whole scan in memory; the paper's dense A: benchmarks/reconstruct_table1.py "
-                        "--methods gd-dense)")
+    p.add_argument("--method", choices=tuple(REGISTRY), default="tie", help=method_help())
     p.add_argument("--model", default=None, metavar="PATH",
                    help="FlowTIE checkpoint (default: the pretrained model shipped with the package); its optics "
                         "and sampling must match the scan's")
@@ -41,7 +38,13 @@ def add_parser(sub) -> None:
                    help="scan positions read around each tile (default: 16; at most the scan's size)")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
-    p.add_argument("--iterations", type=positive_int, default=100, help="gradient-descent iterations (--method gd)")
+    p.add_argument("--iterations", type=positive_int, default=None,
+                   help="gradient-descent iterations (--method gd, gd-dense; default 100)")
+    p.add_argument("--source", choices=("focus", "mean"), default=None,
+                   help="--method icom: the centre of mass of the focus scan (default) or of the series' mean")
+    p.add_argument("--highpass", type=positive_float, default=None, metavar="INV_A",
+                   help="--method icom: high-pass regulariser of the integration in 1/Å (default: none for periodic "
+                        "scans, a quarter of the lowest scan frequency otherwise)")
     p.add_argument("--initial", default=None, metavar="RESULT",
                    help="--method gd: start from the phase of an earlier result of this scan (e.g. a FlowTIE one; "
                         "10 iterations then reach what 100 reach from a flat start)")
@@ -60,14 +63,13 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _model_file(args) -> str | None:
-    if args.method != "flowtie":
-        return None
-    if args.model is not None:
-        return args.model
-    from ..model.checkpoint import default_model_path
-
-    return default_model_path()
+def _method(args):
+    """The registered method with the options the user gave (an option the method does not take is refused)."""
+    options = {key: getattr(args, key) for key in ("model", "initial", "iterations", "source", "highpass")
+               if getattr(args, key) is not None}
+    if args.symmetry != "none":
+        options["symmetry"] = args.symmetry
+    return get_method(args.method, **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,58 +79,46 @@ def run(args: argparse.Namespace) -> int:
     periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
     tile = "auto" if args.tile_size is None else pair(args.tile_size, option="--tile-size")
     device = "gpu" if args.gpus else "cpu"
-    if args.symmetry != "none" and args.method != "flowtie":
-        raise ValueError("--symmetry averages FlowTIE predictions: use it with --method flowtie")
-    if args.keep_fields and args.method != "flowtie":
-        raise ValueError("--keep-fields keeps FlowTIE's gradient fields: use it with --method flowtie")
-    if args.model is not None and args.method != "flowtie":
-        raise ValueError(f"--model is a FlowTIE checkpoint: use it with --method flowtie (--method {args.method} "
-                         "has no model)")
-    if args.initial is not None and args.method != "gd":
-        raise ValueError("--initial is for --method gd (a starting object for gradient descent)")
-    if args.method == "gd":
+    method = _method(args)
+    if args.keep_fields and method.kind != "field":
+        raise ValueError(f"--keep-fields keeps predicted gradient fields (--method flowtie); --method {args.method} "
+                         "has none")
+    from ..store import open_scan_store
+
+    st = open_scan_store(args.store)  # a bad store is named before anything is claimed or started
+    if args.halo is not None and args.halo > max(st.scan_shape):
+        raise ValueError(f"--halo {args.halo} is larger than the scan ({st.scan_shape[0]}×{st.scan_shape[1]} "
+                         f"positions): use at most {max(st.scan_shape)} (the default 16 suits most scans)")
+    halo = 16 if args.halo is None else args.halo
+    workers = 0 if args.workers is None else args.workers
+    if method.kind == "whole":
         if args.resume:
-            raise ValueError("--resume continues tiled methods (tie, flowtie); --method gd runs the whole scan at once "
+            raise ValueError(f"--resume continues tiled methods; --method {args.method} runs the whole scan at once "
                              "and has nothing to resume")
-        from ..baselines.gd import gd_reconstruct_store
-        from ..results import open_result
-
-        with claim_output(args.out, overwrite=args.overwrite, inputs=inputs):
-            initial = open_result(args.initial) if args.initial is not None else None
-            result = gd_reconstruct_store(args.store, iterations=args.iterations, periodic=periodic,
-                                          device="cuda" if args.gpus else "cpu", progress=not args.no_progress,
-                                          initial=initial)
-            path = write_result(result, args.out, overwrite=args.overwrite)
+        workspace = claim_output(args.out, overwrite=args.overwrite, inputs=inputs)
     else:
-        from ..store import open_scan_store
-
-        st = open_scan_store(args.store)  # a bad store is named before anything is claimed or started
-        if args.halo is not None and args.halo > max(st.scan_shape):
-            raise ValueError(f"--halo {args.halo} is larger than the scan ({st.scan_shape[0]}×{st.scan_shape[1]} "
-                             f"positions): use at most {max(st.scan_shape)} (the default 16 suits most scans)")
-        args.halo = 16 if args.halo is None else args.halo
-        model = _model_file(args)
         record = reconstruction_record(
-            args.store, method=args.method, model=model,
-            parameters={"tile_size": list(tile) if isinstance(tile, tuple) else tile, "halo": args.halo,
-                        "periodic": args.periodic, "symmetry": args.symmetry, "device": device})
-        workers = 0 if args.workers is None else args.workers
-        with resume_workspace(args.out, record=record, resume=args.resume, overwrite=args.overwrite,
-                              inputs=inputs) as cache:
-            args.resume_note = (f"; finished tiles are kept in {cache}: rerun with --resume to continue")
-            with cluster_client(**{**cluster_kwargs(args), "workers": workers},
-                                announce=lambda s: print(s, file=sys.stderr)) as client:
-                result = reconstruct_store(st, method=args.method, tile_size=tile, halo=args.halo,
-                                           periodic=periodic, client=client, progress=not args.no_progress,
-                                           device=device, model=args.model, symmetry=args.symmetry, cache=cache,
-                                           keep_fields=args.keep_fields)
-            path = write_result(result, args.out, overwrite=args.overwrite)
-            args.resume_note, args.published = "", path
-        if result.attrs.get("tiles_reused"):
-            print(f"resumed: {result.attrs['tiles_reused']} finished tiles loaded, {result.attrs['tiles_computed']} "
-                  "computed", file=sys.stderr)
-        if result.attrs.get("data_repairs_summary"):
-            print(f"note: {result.attrs['data_repairs_summary']}", file=sys.stderr)
+            args.store, method=args.method, model=getattr(method, "path", None),
+            parameters={"tile_size": list(tile) if isinstance(tile, tuple) else tile, "halo": halo,
+                        "periodic": args.periodic, "device": device, "method": list(method.identity())})
+        workspace = resume_workspace(args.out, record=record, resume=args.resume, overwrite=args.overwrite,
+                                     inputs=inputs)
+    with workspace as cache:
+        cache = None if method.kind == "whole" else cache
+        if cache is not None:
+            args.resume_note = f"; finished tiles are kept in {cache}: rerun with --resume to continue"
+        with cluster_client(**{**cluster_kwargs(args), "workers": workers},
+                            announce=lambda s: print(s, file=sys.stderr)) as client:
+            result = reconstruct(st, method, tile_size=tile, halo=halo, periodic=periodic, client=client,
+                                 progress=not args.no_progress, device=device, cache=cache,
+                                 keep_fields=args.keep_fields)
+        path = write_result(result, args.out, overwrite=args.overwrite)
+        args.resume_note, args.published = "", path
+    if result.attrs.get("tiles_reused"):
+        print(f"resumed: {result.attrs['tiles_reused']} finished tiles loaded, {result.attrs['tiles_computed']} "
+              "computed", file=sys.stderr)
+    if result.attrs.get("data_repairs_summary"):
+        print(f"note: {result.attrs['data_repairs_summary']}", file=sys.stderr)
     print(f"wrote {path} ({result.phase.shape[0]}×{result.phase.shape[1]} px of "
           f"{result.pixel_size[0]:.4f} Å, {result.attrs.get('seconds', 0):.2f} s); preview: {path}/preview.png")
     return 0

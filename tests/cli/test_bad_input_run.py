@@ -203,12 +203,14 @@ def test_a_stalled_library_call_ends_with_a_message():
 # -------------------------------------------------------------------------------------------- options
 @pytest.mark.parametrize("extra,match", [
     (["--tile-size", "3", "5", "7"], r"--tile-size takes one or two values"),
-    (["--model", "m.pt"], r"--model is a FlowTIE checkpoint: use it with --method flowtie"),
+    (["--model", "m.pt"], r"method 'tie' takes no option 'model' \(--model\); its options: eps"),
     (["--halo", "100000"], r"--halo 100000 is larger than the scan \(8×8 positions\)"),
     (["--halo", "-1"], r"argument --halo: -1 must be ≥ 0"),
     (["--dashboard", "notaport"], r"argument --dashboard: --dashboard 'notaport' is not HOST:PORT"),
     (["--method", "gd", "--resume"], r"--resume continues tiled methods"),
-    (["--symmetry", "d4"], r"--symmetry averages FlowTIE predictions"),
+    (["--symmetry", "d4"], r"method 'tie' takes no option 'symmetry' \(--symmetry\)"),
+    (["--method", "icom", "--iterations", "5"], r"method 'icom' takes no option 'iterations' \(--iterations\)"),
+    (["--method", "icom", "--keep-fields"], r"--keep-fields keeps predicted gradient fields"),
 ])
 def test_bad_reconstruct_options(clean, tmp_path, capsys, extra, match):
     out = tmp_path / "o.zarr"

@@ -1,0 +1,55 @@
+"""Reconstruction methods and their registry.
+
+``get_method("tie")`` builds a method by name with its options; :data:`REGISTRY` maps every name to its
+class. The CLI's ``--method`` choices and help, the result attributes and the Table 1 benchmark come from
+the registry, so adding a method is one module here (a :class:`~flowtie_dask.methods.base.Method`
+subclass decorated with :func:`register`) plus its tests.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .base import KINDS, Method, Needs
+
+__all__ = ["KINDS", "Method", "Needs", "REGISTRY", "get_method", "method_help", "register"]
+
+#: name → Method subclass, in registration order.
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a method to :data:`REGISTRY` under ``cls.name``."""
+    if not cls.name or cls.kind not in KINDS:
+        raise TypeError(f"{cls.__name__} needs a name and a kind in {KINDS}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, **options) -> Method:
+    """The method ``name`` built with ``options`` (keyword-only constructor arguments).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing the known ones) or an option the method does not take.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}: use one of {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    for key in options:
+        if key not in known:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"method {name!r} takes no option {key!r} ({flag}); its options: "
+                             f"{', '.join(sorted(known)) or 'none'}")
+    return cls(**options)
+
+
+def method_help() -> str:
+    """One help line per registered method, for ``--method``."""
+    return "; ".join(f"{name}: {cls.summary}" for name, cls in REGISTRY.items())
+
+
+# the shipped methods register themselves on import
+from . import tie, flowtie, icom, gd  # noqa: E402,F401,I001 (registration order = --method order)

@@ -1,0 +1,137 @@
+"""The reconstruction-method protocol: what a method declares and the pure array functions it implements.
+
+In the spirit of LiberTEM's UDFs, a method is one small class. It **declares**
+
+* ``name`` and ``summary`` (the CLI's ``--method`` choice and its help come from them),
+* ``backends`` it runs on (``"numpy"``, ``"cupy"``, ``"torch"``),
+* ``kind``, i.e. which passes it has:
+
+  ``"tile"``    one pass: the probe-frame phase of every pattern of a haloed tile
+                (:meth:`Method.phase`), projected onto the object by the runner (TIE);
+  ``"field"``   two passes: a gradient field per tile (:meth:`Method.field`), integrated over the whole
+                scan per block of detector pixels, then projected (FlowTIE on several tiles; on one tile
+                the runner integrates within it, like ``"tile"``);
+  ``"reduce"``  a per-pattern reduction of every tile's interior (:meth:`Method.reduce`), the partials
+                merged and finalised into the object by the method (:meth:`Method.finalize`) (iCoM);
+  ``"whole"``   needs the whole scan at once (:meth:`Method.run_whole`) (gradient descent);
+
+* what it needs of the scan (:meth:`Method.needs`: a halo in scan positions, or the whole scan),
+
+and **implements** those functions on arrays only — no dask, no zarr inside. The runner
+(:mod:`flowtie_dask.runner`) reads the tiles, runs the functions inline, on Dask threads, on a cluster or
+on dask-cuda workers unchanged, sums the partials, integrates, and writes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = ["KINDS", "Method", "Needs"]
+
+KINDS = ("tile", "field", "reduce", "whole")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method needs of the scan.
+
+    Attributes
+    ----------
+    halo : int
+        Scan positions it must see around each tile (the runner reads at least this many).
+    whole_scan : bool
+        It needs every scan position at once (no tiling).
+    """
+
+    halo: int = 0
+    whole_scan: bool = False
+
+
+class Method:
+    """Base class of reconstruction methods (see the module docstring).
+
+    Subclasses set the class attributes and implement the functions of their ``kind``; options are
+    keyword-only constructor arguments (the CLI passes the flags the user gave, by the same names).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    backends: ClassVar[tuple[str, ...]] = ("numpy",)
+    kind: ClassVar[str] = "tile"
+
+    def needs(self, geometry) -> Needs:
+        """What this method needs of a scan with this geometry (default: nothing beyond the tile)."""
+        return Needs()
+
+    def check(self, geometry) -> None:
+        """Raise ``ValueError`` (one line) when the method cannot reconstruct a scan with this geometry."""
+
+    def identity(self) -> tuple:
+        """Deterministic description of the method and its options (Dask keys, resume records)."""
+        return (self.name,)
+
+    def attrs(self) -> dict[str, Any]:
+        """Attributes recorded in the result (method name and options)."""
+        return {"method": self.name}
+
+    # kind "tile" ----------------------------------------------------------------------------------
+    def phase(self, intensity: Any, geometry, *, boundary: str):
+        """Probe-frame phase of every pattern of an oriented haloed tile.
+
+        Parameters
+        ----------
+        intensity : ndarray, shape (3, hx, hy, Qx, Qy)
+            Oriented, centred patterns.
+        geometry : ReconstructionGeometry
+        boundary : {"periodic", "mirror"}
+
+        Returns
+        -------
+        i0 : ndarray, shape (hx, hy, Qx, Qy)
+            In-focus intensity.
+        phase : ndarray, shape (hx, hy, Qx, Qy)
+            rad.
+        """
+        raise NotImplementedError(f"method {self.name!r} has no per-tile phase")
+
+    # kind "field" ---------------------------------------------------------------------------------
+    def field(self, intensity: Any, geometry):
+        """Gradient field of every pattern of an oriented haloed tile.
+
+        Returns
+        -------
+        i0 : ndarray, shape (hx, hy, Qx, Qy)
+        g : ndarray, shape (2, hx, hy, Qx, Qy)
+            Forward differences over the scan axes of the probe-frame phase, rad/Å.
+        """
+        raise NotImplementedError(f"method {self.name!r} predicts no gradient field")
+
+    # kind "reduce" --------------------------------------------------------------------------------
+    def reduce(self, intensity: Any, geometry) -> dict:
+        """Per-pattern reduction of the oriented patterns of a tile's interior, (3, tx, ty, Qx, Qy) →
+        a dict of host arrays of shape (..., tx, ty)."""
+        raise NotImplementedError(f"method {self.name!r} has no reduction")
+
+    def finalize(self, merged: dict, geometry, *, periodic: bool):
+        """The object from the merged reductions (each array of shape (..., Rx, Ry)).
+
+        Returns
+        -------
+        phase, amplitude, illumination : ndarray, shape (Nx, Ny)
+        pixel_size : (float, float)
+            Å.
+        origin : (float, float)
+            Å, relative to the first scan position.
+        """
+        raise NotImplementedError(f"method {self.name!r} has no finalize step")
+
+    # kind "whole" ---------------------------------------------------------------------------------
+    def run_whole(self, store, *, periodic, device: str, progress: bool):
+        """Reconstruct from the whole scan (an opened :class:`~flowtie_dask.store.ScanStore`).
+
+        Returns
+        -------
+        ReconstructionResult
+        """
+        raise NotImplementedError(f"method {self.name!r} does not run on the whole scan")

@@ -1,0 +1,195 @@
+"""One runner for every reconstruction method (DESIGN §7): scan tiles with a halo read from the store →
+the method's pure array functions on Dask workers → partials summed in a tree → the stitched object.
+
+The same :class:`~flowtie_dask.methods.base.Method` object runs unchanged inline (no Dask: ``client=None``
+uses Dask's in-process threads), on a local or existing distributed cluster, or on dask-cuda workers
+(``device="gpu"``). Each task opens the store itself and reads only its tile, so worker memory follows the
+tile, not the scan; the graph holds no array data. The runner owns reading and checking tiles
+(:mod:`.tiles`), the passes a method declares (:mod:`.graph`), the resume cache, progress and the
+result's attributes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..geometry import ReconstructionGeometry
+from ..projection import divide_illumination, unwrap
+from ..quality import BlockReport, check_phase
+from ..results import ReconstructionResult
+from ..store import ScanStore, open_scan_store
+from .graph import accumulate, global_parts, run_token, tile_name
+from .tasks import load_reduction, reduce_task, tile_task
+from .tiles import bright_field_disk, load_partial, plan_tiles, readable
+
+__all__ = ["WHOLE_SCAN_BYTES", "reconstruct"]
+
+#: Scans up to this size (bytes of stored intensity) are reconstructed as one tile by default.
+WHOLE_SCAN_BYTES = 512 * 2**20
+
+
+def reconstruct(
+    store: str | ScanStore,
+    method,
+    *,
+    tile_size: int | tuple[int, int] | str | None = "auto",
+    halo: int = 16,
+    periodic: bool | None = None,
+    eps: float = 1e-3,
+    client: Any = None,
+    progress: bool = True,
+    device: str = "cpu",
+    integration: str = "auto",
+    cache: str | None = None,
+    keep_fields: bool = False,
+) -> ReconstructionResult:
+    """Reconstruct the projected phase of a scan store with ``method``.
+
+    Parameters
+    ----------
+    store : str or ScanStore
+        Path of a scan store (validated) or an opened one.
+    method : Method
+        From :func:`flowtie_dask.methods.get_method`.
+    tile_size : int or (int, int) or "auto" or None
+        Scan positions per tile interior; None: the whole scan as one tile; "auto": so when the scan's data
+        fit in :data:`WHOLE_SCAN_BYTES`, else 64×64-position tiles. Ignored by whole-scan methods.
+    halo : int
+        Scan positions read around each tile (at least what the method needs; at most the scan's size).
+    periodic : bool, optional
+        Treat the object as one period of the scan (default: the store's ``periodic`` attribute).
+    eps : float
+        Relative regulariser of the illumination division (projecting methods).
+    client : distributed.Client, optional
+        None runs on in-process threads.
+    progress : bool
+    device : {"cpu", "gpu"}
+        Array backend inside the tasks (``"gpu"`` on dask-cuda workers).
+    integration : {"auto", "tile", "global"}
+        Field methods: integrate each tile's field within the haloed tile, or over the whole scan per block
+        of detector pixels (exact: tiled = whole). "auto": global when there is more than one tile.
+    cache : str, optional
+        Folder for finished pieces (``tile-X-Y.npz``, ``project-X-Y.npz``, ``reduce-X-Y.npz``), each written
+        atomically when its task ends; pieces found there are loaded instead of recomputed (a damaged one is
+        recomputed). The caller guarantees the folder belongs to the same inputs
+        (:func:`flowtie_dask.resume.resume_workspace` checks a record of them).
+    keep_fields : bool
+        With ``cache`` and global integration: also keep each tile's gradient field (``field-X-Y.npz``, 2/3
+        of the tile's data size on disk) so a resumed run skips the model on finished tiles.
+
+    Returns
+    -------
+    ReconstructionResult
+        ``attrs``: the method's own (:meth:`Method.attrs`), tiling, timing, provenance,
+        ``tiles_reused``/``tiles_computed`` (pieces loaded from / computed into ``cache``) and
+        ``data_repairs`` (patterns and pixels repaired by the value checks).
+    """
+    import dask
+
+    from ..cluster import compute
+
+    st = store if isinstance(store, ScanStore) else open_scan_store(store)
+    geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
+                                                    detector_shape=st.detector_shape)
+    method.check(geometry)
+    needs = method.needs(geometry)
+    periodic = geometry.periodic if periodic is None else bool(periodic)
+    start = time.perf_counter()
+    if needs.whole_scan or method.kind == "whole":
+        result = method.run_whole(st, periodic=periodic, device=device, progress=progress)
+        result.attrs.setdefault("tiles_reused", 0)
+        return result
+    if halo < 0:
+        raise ValueError(f"halo must be ≥ 0 scan positions, got {halo}")
+    halo = min(max(halo, needs.halo), max(st.scan_shape))  # more adds nothing (clipped or wrapped) but memory
+    if tile_size == "auto":
+        tile_size = None if st.intensity.nbytes <= WHOLE_SCAN_BYTES else (64, 64)
+    if isinstance(tile_size, int):
+        tile_size = (tile_size, tile_size)
+    if integration not in ("auto", "tile", "global"):
+        raise ValueError(f"integration must be 'auto', 'tile' or 'global', got {integration!r}")
+    tiles = plan_tiles(st.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
+    if integration == "global" and method.kind != "field":
+        raise ValueError(f"integration='global' needs a method that predicts gradient fields, not {method.name!r}")
+    use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
+    done = set()
+    if cache is not None:
+        os.makedirs(cache, exist_ok=True)
+        done = {n[:-4] for n in os.listdir(cache) if n.endswith(".npz") and readable(os.path.join(cache, n))}
+    token = run_token(st.path, tiles, periodic, method)
+    bf = bright_field_disk(st.metadata)
+    attrs = dict(method.attrs())
+    if method.kind == "reduce":
+        names = [tile_name("reduce", t) for t in tiles]
+        task, load = dask.delayed(reduce_task, pure=True), dask.delayed(load_reduction, pure=True)
+        geo = dask.delayed(geometry, pure=True)
+        parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
+                 task(st.path, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
+                      dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
+        pieces = compute(*parts, client=client, progress=progress)
+        merged, report = _merge_reductions(pieces, st.scan_shape)
+        phase, amplitude, ill, pixel, origin = method.finalize(merged, geometry, periodic=periodic)
+        check_phase(phase, what=f"the {method.name} phase of {st.path}")
+        attrs.update(integration="reduce")
+    else:
+        shape, origin = geometry.object_grid(periodic=periodic)
+        if use_global:
+            parts = global_parts(st, geometry, tiles, periodic=periodic, method=method, device=device,
+                                 cache=cache, done=done, keep_fields=keep_fields, bright_field=bf)
+            names = [tile_name("project", t) for t in tiles]
+            attrs["fields_reused"] = sum(tile_name("field", t) in done for t in tiles)
+        else:
+            task, load = dask.delayed(tile_task, pure=True), dask.delayed(load_partial, pure=True)
+            geo = dask.delayed(geometry, pure=True)
+            names = [tile_name("tile", t) for t in tiles]
+            parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
+                     task(st.path, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,
+                          bright_field=bf, dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
+        # tree reduction: groups of 8 partials into full-size sums, then a final sum
+        acc = dask.delayed(accumulate, pure=True)
+        while len(parts) > 1:
+            parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
+        (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress)
+        obj = divide_illumination(num, ill, eps=eps)
+        lit = ill > 0.05 * ill.max() if np.isfinite(ill).all() and ill.max() > 0 else np.ones(ill.shape, bool)
+        phase = np.angle(obj)
+        check_phase(phase, valid=lit, what=f"the {method.name} phase of {st.path}")
+        phase = np.where(np.isfinite(phase), phase, 0.0)  # only unlit pixels can be non-finite here
+        phase = unwrap(phase, periodic=periodic, mask=None if periodic else ~lit)
+        amplitude, pixel = np.abs(obj), geometry.pixel
+        attrs.update(integration="global" if use_global else "tile", eps=eps)
+    reused = sum(n in done for n in names)
+    attrs.update({
+        "tile_size": list(tile_size) if tile_size else None,
+        "halo": halo,
+        "n_tiles": len(tiles),
+        "seconds": time.perf_counter() - start,
+        "source": st.path,
+        "flowtie_dask_version": __version__,
+        "scan_metadata": {k: v for k, v in st.metadata.to_attrs().items() if k != "provenance"},
+        "tiles_reused": reused,
+        "tiles_computed": len(names) - reused,
+        "data_repairs": report.as_attrs(),
+        "data_repairs_summary": report.summary(),
+    })
+    attrs.setdefault("fields_reused", None)
+    return ReconstructionResult(phase=phase, amplitude=amplitude, illumination=ill, pixel_size=pixel,
+                                origin=origin, periodic=periodic, attrs=attrs)
+
+
+def _merge_reductions(pieces, scan_shape):
+    """Place each tile's reduction arrays (..., tx, ty) into whole-scan arrays (..., Rx, Ry)."""
+    merged: dict = {}
+    report = BlockReport()
+    for (x0, y0), arrays, r in pieces:
+        for key, a in arrays.items():
+            if key not in merged:
+                merged[key] = np.zeros(a.shape[:-2] + tuple(scan_shape), dtype=a.dtype)
+            merged[key][..., x0:x0 + a.shape[-2], y0:y0 + a.shape[-1]] = a
+        report = report.merge(r)
+    return merged, report

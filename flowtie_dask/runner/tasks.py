@@ -1,0 +1,133 @@
+"""What one Dask task (or one inline call) of the runner computes: read a checked block, run the method's pure
+array function on it, return a partial (and write it to the resume cache). The methods' functions are
+called unchanged here, inline or on any worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..geometry import ReconstructionGeometry
+from ..reconstruct import project_tile, reconstruct_tile
+from .tiles import read_checked, report_bytes, save_partial, write_npz
+
+__all__ = ["field_task", "load_reduction", "project_task", "reduce_task", "tile_task"]
+
+
+def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, periodic: bool,
+              device: str = "cpu", cache: str | None = None, name: str = "", bright_field=None):
+    """One Dask task: read a haloed tile, take the probe-frame phase of its patterns with ``method.phase``
+    and return the interior's partial projection.
+
+    Returns
+    -------
+    offset : (int, int)
+    numerator : ndarray, complex128 (host)
+    illumination : ndarray, float64 (host)
+    report : BlockReport
+        Values repaired in the tile's block.
+    """
+    from ..backend import asnumpy, get_array_module
+
+    xp = get_array_module(device=device)
+    block, report = read_checked(path, tile["rows"], tile["cols"], bright_field=bright_field)
+    block = xp.asarray(block)
+    offset, num, ill = reconstruct_tile(block, geometry, xs=tile["xs"], ys=tile["ys"], interior=tile["interior"],
+                                        periodic=periodic, boundary=tile["boundary"], phase_method=method.phase)
+    return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
+
+
+def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, device: str = "cpu",
+               cache: str | None = None, name: str = "", bright_field=None):
+    """Stage 1 of the global integration: ``method.field`` of a tile's interior positions.
+
+    With ``cache``, the field and the block's repair report are also written there atomically
+    (``NAME.npz``) so that a resumed run skips the model on this tile (the field is 2/3 of the tile's
+    data size on disk).
+
+    Returns
+    -------
+    field : ndarray, shape (2, tx, ty, Qx, Qy), float32 (host), rad/Å
+    report : BlockReport
+        Values repaired in the tile's haloed block (all three defocus values).
+    """
+    from ..backend import asnumpy, get_array_module
+
+    xp = get_array_module(device=device)
+    block, report = read_checked(path, tile["rows"], tile["cols"], bright_field=bright_field)
+    block = geometry.orient(xp.asarray(block))
+    _, g = method.field(block, geometry)
+    ix, iy = tile["interior"]
+    g = asnumpy(g[:, ix, iy]).astype(np.float32)
+    if cache is not None:
+        write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
+    return g, report
+
+
+def _integrate_block(g, *, step, boundary):
+    """Stage 2: integrate a detector-pixel block of the whole scan's field, (2, Rx, Ry, qb, Qy) → (Rx, Ry, qb, Qy)."""
+    from ..tie import integrate_gradient
+
+    return integrate_gradient(g[0], g[1], step=step, kind="forward", boundary=boundary).astype(np.float32)
+
+
+def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,
+                 device: str = "cpu", cache: str | None = None, name: str = "", bright_field=None):
+    """Stage 3: exit waves of a tile's interior from its integrated phase and project them.
+
+    The in-focus patterns of the interior are read (no halo) and checked like the field stage's.
+
+    Returns
+    -------
+    offset, numerator, illumination, report
+        As :func:`tile_task` (host arrays).
+    """
+    from ..backend import asnumpy, get_array_module
+
+    xp = get_array_module(device=device)
+    mid = int(np.argsort(np.asarray(geometry.c10))[1])
+    xs, ys = tile["xs"], tile["ys"]
+    block, report = read_checked(path, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
+    i0 = geometry.orient(xp.asarray(block[0]))
+    phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
+    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
+    return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
+
+
+
+
+def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, device: str = "cpu",
+                cache: str | None = None, name: str = "", bright_field=None):
+    """One pass of a ``"reduce"`` method: ``method.reduce`` of the oriented patterns of a tile's interior.
+
+    Returns
+    -------
+    (x0, y0) : (int, int)
+        The interior's first scan position.
+    arrays : dict of ndarray, each shape (..., tx, ty) (host)
+    report : BlockReport
+    """
+    from ..backend import asnumpy, get_array_module
+
+    xp = get_array_module(device=device)
+    xs, ys = tile["xs"], tile["ys"]
+    block, report = read_checked(path, list(xs), list(ys), bright_field=bright_field)
+    arrays = {k: asnumpy(v) for k, v in method.reduce(geometry.orient(xp.asarray(block)), geometry).items()}
+    if cache is not None:
+        write_npz(os.path.join(cache, f"{name}.npz"), offset=np.array([xs[0], ys[0]]), report=report_bytes(report),
+                  **{f"r_{k}": v for k, v in arrays.items()})
+    return (xs[0], ys[0]), arrays, report
+
+
+def load_reduction(file: str):
+    """A :func:`reduce_task` result written by an earlier run (same tuple)."""
+    import json
+
+    from ..quality import BlockReport
+
+    with np.load(file) as z:
+        arrays = {k[2:]: z[k] for k in z.files if k.startswith("r_")}
+        report = BlockReport.from_full(json.loads(z["report"].tobytes().decode()))
+        return (int(z["offset"][0]), int(z["offset"][1])), arrays, report
