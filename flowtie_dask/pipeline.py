@@ -14,7 +14,8 @@ from .results import ReconstructionResult
 from .runner import WHOLE_SCAN_BYTES, reconstruct
 from .runner.graph import accumulate as _accumulate_parts
 from .runner.tasks import tile_task as _tile_task
-from .runner.tiles import bright_field_disk, plan_tiles, read_checked
+from .quality import bright_field_disk, read_checked
+from .runner.tiles import plan_tiles
 from .store import ScanStore
 
 __all__ = ["ReconstructionResult", "WHOLE_SCAN_BYTES", "bright_field_disk", "plan_tiles", "read_checked",

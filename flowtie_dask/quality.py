@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BadDataError", "BlockReport", "check_block", "check_phase"]
+__all__ = ["BadDataError", "BlockReport", "bright_field_disk", "check_block", "check_phase", "read_checked"]
 
 
 class BadDataError(ValueError):
@@ -309,6 +309,50 @@ def check_block(block: np.ndarray, *, rows, cols, defocus=(0, 1, 2), source: str
             writable()[d] = fixed
             report.dead_patterns += [(defocus[d], rows[i], cols[j]) for i, j in np.argwhere(dead)]
     return block, report
+
+
+def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None, bright_field=None):
+    """Read intensity[defocus][:, rows, cols] and check its values (:func:`flowtie_dask.quality.check_block`).
+
+    Parameters
+    ----------
+    path : str
+        Scan store.
+    rows, cols : list of int
+        Global scan indices (contiguous or wrapped).
+    defocus : list of int, optional
+        Defocus indices to read (default all three).
+    bright_field : (cx, cy, radius), optional
+        Bright-field disk in stored detector pixels (:func:`bright_field_disk`).
+
+    Returns
+    -------
+    block : ndarray, shape (D, len(rows), len(cols), Qx, Qy), float32 (host)
+    report : BlockReport
+    """
+    from .store import read_block
+
+    block = read_block(path, rows, cols, defocus=defocus)
+    defocus = [0, 1, 2] if defocus is None else list(defocus)
+    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=path, bright_field=bright_field)
+
+
+def bright_field_disk(metadata) -> tuple[float, float, float]:
+    """(cx, cy, radius) of the bright-field disk in stored detector pixels.
+
+    Parameters
+    ----------
+    metadata : ScanMetadata
+
+    Returns
+    -------
+    (float, float, float)
+        Centre (pixels along Qx, Qy) and radius α/λ/Δq (pixels; the smaller sampling).
+    """
+    from .physics.constants import wavelength
+
+    radius = metadata.semiangle * 1e-3 / wavelength(metadata.energy) / min(metadata.detector_sampling)
+    return float(metadata.detector_center[0]), float(metadata.detector_center[1]), float(radius)
 
 
 def check_phase(phase: np.ndarray, *, valid: np.ndarray | None = None, what: str = "the reconstructed phase") -> None:

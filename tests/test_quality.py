@@ -574,9 +574,9 @@ def test_reconstruction_of_a_spoiled_store_matches_the_clean_one(gaas_store, tmp
     if kind == "spike":
         # the check is what saves the reconstruction: without it the same store reconstructs far worse (a dead
         # pattern or a pixel stuck in every pattern costs TIE little, so there only the repair is checked)
-        import flowtie_dask.runner.tiles as tiles
+        import flowtie_dask.quality as quality
 
-        monkeypatch.setattr(tiles, "check_block", lambda block, **kw: (block, BlockReport()))
+        monkeypatch.setattr(quality, "check_block", lambda block, **kw: (block, BlockReport()))
         unchecked, _ = _mse(path)
         assert not unchecked < 10 * clean_mse  # (NaN counts as worse)
 

@@ -14,8 +14,7 @@ import os
 
 import numpy as np
 
-from ..quality import BlockReport, check_block
-from ..store import read_block
+from ..quality import BlockReport, bright_field_disk, read_checked
 
 __all__ = ["bright_field_disk", "load_field", "load_partial", "plan_tiles", "read_checked", "readable",
            "save_partial", "write_npz", "report_bytes"]
@@ -62,48 +61,6 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
             tiles.append(dict(rows=rows, cols=cols, xs=xs, ys=ys, boundary=boundary,
                               interior=(slice(lo_x, lo_x + len(xs)), slice(lo_y, lo_y + len(ys)))))
     return tiles
-
-
-def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None, bright_field=None):
-    """Read intensity[defocus][:, rows, cols] and check its values (:func:`flowtie_dask.quality.check_block`).
-
-    Parameters
-    ----------
-    path : str
-        Scan store.
-    rows, cols : list of int
-        Global scan indices (contiguous or wrapped).
-    defocus : list of int, optional
-        Defocus indices to read (default all three).
-    bright_field : (cx, cy, radius), optional
-        Bright-field disk in stored detector pixels (:func:`bright_field_disk`).
-
-    Returns
-    -------
-    block : ndarray, shape (D, len(rows), len(cols), Qx, Qy), float32 (host)
-    report : BlockReport
-    """
-    block = read_block(path, rows, cols, defocus=defocus)
-    defocus = [0, 1, 2] if defocus is None else list(defocus)
-    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=path, bright_field=bright_field)
-
-
-def bright_field_disk(metadata) -> tuple[float, float, float]:
-    """(cx, cy, radius) of the bright-field disk in stored detector pixels.
-
-    Parameters
-    ----------
-    metadata : ScanMetadata
-
-    Returns
-    -------
-    (float, float, float)
-        Centre (pixels along Qx, Qy) and radius α/λ/Δq (pixels; the smaller sampling).
-    """
-    from ..physics.constants import wavelength
-
-    radius = metadata.semiangle * 1e-3 / wavelength(metadata.energy) / min(metadata.detector_sampling)
-    return float(metadata.detector_center[0]), float(metadata.detector_center[1]), float(radius)
 
 
 def save_partial(cache: str | None, name: str, part: tuple) -> tuple:

@@ -1,5 +1,5 @@
 """The gradient-descent baseline on a scan store: :func:`gd_reconstruct_store` reads the scans fitted
-and returns a :class:`~flowtie_dask.pipeline.ReconstructionResult` (diagonal or dense form).
+and returns a :class:`~flowtie_dask.results.ReconstructionResult` (diagonal or dense form).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def gd_reconstruct_store(
     form: str = "diagonal",
     readout: str = "projection",
 ):
-    """Gradient-descent baseline on a scan store, as a :class:`~flowtie_dask.pipeline.ReconstructionResult`.
+    """Gradient-descent baseline on a scan store, as a :class:`~flowtie_dask.results.ReconstructionResult`.
 
     Parameters
     ----------
@@ -70,7 +70,8 @@ def gd_reconstruct_store(
         When the scan does not fit in memory (checked before the data are read).
     """
     # imported here, not at the top: importing the baseline stays free of dask and zarr
-    from ...pipeline import ReconstructionResult, bright_field_disk, read_checked
+    from ...quality import bright_field_disk, read_checked
+    from ...results import ReconstructionResult
     from ...store import ScanStore, open_scan_store
 
     start = time.perf_counter()
