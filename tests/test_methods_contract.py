@@ -164,3 +164,13 @@ def test_icom_recovers_a_weak_phase_object_better_than_a_flat_guess(store):
     flipped = evaluate_result(dataclasses.replace(res, phase=-res.phase), store)
     assert ev["mse"] < 0.8 * flipped["mse"]
     assert res.pixel_size == pytest.approx(res.attrs["scan_metadata"]["scan_step_A"])
+
+
+def test_info_lists_the_methods_that_accept_the_store(store, capsys):
+    from flowtie_dask.cli.main import main
+
+    assert main(["info", store]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("methods")][0]
+    accepted = line.split(None, 1)[1].split(";")[0].split(", ")
+    assert accepted[:2] == ["tie", "icom"]  # the shipped FlowTIE model was trained for other sampling
+    assert "not flowtie: the model was trained for" in line

@@ -19,10 +19,28 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _methods_line(store) -> str:
+    """``methods        tie, icom, …; not flowtie: <why>`` from the registry's own checks."""
+    from ..geometry import ReconstructionGeometry
+    from ..methods import methods_for
+
+    geometry = ReconstructionGeometry.from_metadata(store.metadata, scan_shape=store.scan_shape,
+                                                    detector_shape=store.detector_shape)
+    verdicts = methods_for(geometry)
+    ok = [n for n, why in verdicts.items() if why is None]
+    line = "methods        " + (", ".join(ok) or "none")
+    for name, why in verdicts.items():
+        if why is not None:
+            line += f"; not {name}: {why}"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the summary of ``args.path`` (and, with ``--check``, every bad chunk)."""
     if not args.check:
-        print(open_scan_store(args.path).describe())
+        store = open_scan_store(args.path)
+        print(store.describe())
+        print(_methods_line(store))
         return 0
     store = open_scan_store(args.path, check_chunks=False)  # --check lists missing chunks itself
     print(store.describe(), flush=True)

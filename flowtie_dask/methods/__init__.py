@@ -12,7 +12,7 @@ import inspect
 
 from .base import KINDS, Method, Needs
 
-__all__ = ["KINDS", "Method", "Needs", "REGISTRY", "get_method", "method_help", "register"]
+__all__ = ["KINDS", "Method", "Needs", "REGISTRY", "get_method", "method_help", "methods_for", "register"]
 
 #: name → Method subclass, in registration order.
 REGISTRY: dict[str, type[Method]] = {}
@@ -49,6 +49,28 @@ def get_method(name: str, **options) -> Method:
 def method_help() -> str:
     """One help line per registered method, for ``--method``."""
     return "; ".join(f"{name}: {cls.summary}" for name, cls in REGISTRY.items())
+
+
+def methods_for(geometry) -> dict[str, str | None]:
+    """Which registered methods (with their default options) can reconstruct a scan of this geometry.
+
+    Parameters
+    ----------
+    geometry : ReconstructionGeometry
+
+    Returns
+    -------
+    dict
+        name → None when the method accepts the scan, else the first line of its refusal.
+    """
+    out: dict[str, str | None] = {}
+    for name, cls in REGISTRY.items():
+        try:
+            cls().check(geometry)
+            out[name] = None
+        except (ValueError, RuntimeError, OSError) as exc:
+            out[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return out
 
 
 # the shipped methods register themselves on import

@@ -60,3 +60,12 @@ class DenseGradientDescent(_GD):
 
     def __init__(self, *, iterations: int = 100, readout: str = "projection"):
         super().__init__(iterations=iterations, readout=readout)
+
+    def check(self, geometry) -> None:
+        """A periodic scan whose object grid is the detector window, at most 64×64, that fits memory."""
+        from ..baselines.gd import _check_dense
+
+        if not geometry.periodic:
+            raise ValueError("the dense form needs a periodic scan (its F₂D is square only on one period): "
+                             "use --method gd")
+        _check_dense(geometry)
