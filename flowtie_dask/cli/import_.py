@@ -9,7 +9,7 @@ import time
 from ..atomic import claim_output
 from ..interop.py4dstem import import_files
 from ..store import open_scan_store
-from .options import positive_float, positive_int
+from .options import pair, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -60,8 +60,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import the three files and print the store's summary."""
-    if args.chunk is not None and len(args.chunk) > 2:
-        raise ValueError(f"--chunk takes one or two values, got {args.chunk}")
+    chunks = pair(args.chunk, option="--chunk")
     if args.intensity_scale is not None and len(args.intensity_scale) not in (1, 3):
         raise ValueError(f"--intensity-scale takes one value or three (one per scan), got {args.intensity_scale}")
     start = time.perf_counter()
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             args.minus, args.focus, args.plus,
             defocus=args.defocus, energy=args.energy, semiangle=args.semiangle, out=args.out,
             aperture_edge=args.aperture_edge, aberrations=None if args.cs is None else {"C30": args.cs},
-            detector_center=args.detector_center, chunks=args.chunk, overwrite=args.overwrite,
+            detector_center=args.detector_center, chunks=chunks, overwrite=args.overwrite,
             periodic=args.periodic, intensity_scale=args.intensity_scale,
         )
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

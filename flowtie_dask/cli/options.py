@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..pairs import pair as _pair
+
 
 def positive_int(text: str, *, least: int = 1) -> int:
     """argparse type: an integer ≥ ``least`` (default 1)."""
@@ -46,6 +48,8 @@ def address(text: str) -> str:
 def pair(values, *, option: str):
     """One or two values of an ``nargs="+"`` option as a pair (one value serves both axes).
 
+    :func:`flowtie_dask.pairs.pair` reads the values (kept as argparse typed them); this names the flag.
+
     Raises
     ------
     ValueError
@@ -53,10 +57,13 @@ def pair(values, *, option: str):
     """
     if values is None:
         return None
-    if len(values) > 2:
-        raise ValueError(f"{option} takes one or two values (along Rx and Ry), got {len(values)}: "
-                         f"{' '.join(str(v) for v in values)}")
-    return (values[0], values[-1])
+    try:
+        return _pair(values, name=option, convert=None)
+    except ValueError:
+        if isinstance(values, (list, tuple)) and len(values) > 2:
+            raise ValueError(f"{option} takes one or two values (along Rx and Ry), got {len(values)}: "
+                             f"{' '.join(str(v) for v in values)}") from None
+        raise
 
 
 def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "all cores") -> None:

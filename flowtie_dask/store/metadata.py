@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
+from ..pairs import pair
 from ..physics.optics import DEFOCUS_CONVENTION
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "UNITS", "INTENSITY_NORMALIZATION", "ScanStoreError", "ScanMetadata",
@@ -38,13 +37,8 @@ class ScanStoreError(ValueError):
 
 
 def _pair(value, name) -> tuple[float, float]:
-    try:
-        v = tuple(float(x) for x in (value if np.ndim(value) else (value, value)))
-    except (TypeError, ValueError):
-        raise ScanStoreError(f"{name} must be one or two numbers, got {value!r}") from None
-    if len(v) != 2:
-        raise ScanStoreError(f"{name} must be one or two numbers, got {value!r}")
-    return v
+    """:func:`flowtie_dask.pairs.pair` raising :class:`ScanStoreError` (kept importable from ``store``)."""
+    return pair(value, name=name, error=ScanStoreError)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,10 @@
-"""What the py4DSTEM import and export sides share: the record names, the lazy py4DSTEM import, JSON and pair checks.
+"""What the py4DSTEM import and export sides share: the record names, the lazy py4DSTEM import and JSON-safe values.
 
 py4DSTEM is imported only inside :func:`_py4dstem`, so importing this module does not need it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -40,12 +39,3 @@ def _json_safe(value):
         return value
     return str(value)
 
-
-def _pair_of_numbers(value, what: str) -> tuple[float, float]:
-    try:
-        v = tuple(float(x) for x in np.ravel(value))
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be two numbers, got {value!r}") from None
-    if len(v) != 2 or not all(math.isfinite(x) for x in v):
-        raise ValueError(f"{what} must be two finite numbers, got {value!r}")
-    return v

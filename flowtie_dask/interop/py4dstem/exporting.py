@@ -16,9 +16,10 @@ import numpy as np
 
 from ... import __version__
 from ...atomic import atomic_path, check_output
+from ...pairs import pair
 from ...physics import DEFOCUS_CONVENTION
 from ...store import INTENSITY_NORMALIZATION, SCHEMA, open_scan_store
-from .common import DATACUBE_RECORD_SCHEMA, RECORD_NAME, RESULT_RECORD_SCHEMA, _json_safe, _pair_of_numbers, _py4dstem
+from .common import DATACUBE_RECORD_SCHEMA, RECORD_NAME, RESULT_RECORD_SCHEMA, _json_safe, _py4dstem
 
 
 def _count_non_finite(arr) -> tuple[int, tuple | None]:
@@ -248,10 +249,10 @@ def export_result(result_path, out, *, overwrite=False) -> str:
     pixel = attrs.get("pixel_size_A", parr_attrs.get("pixel_size_A"))
     if pixel is None:
         raise ValueError(f"{path!r} has no 'pixel_size_A' attribute ([dx, dy] in Å)")
-    dx, dy = _pair_of_numbers(pixel if np.ndim(pixel) else (pixel, pixel), "pixel_size_A")
+    dx, dy = pair(pixel, name="pixel_size_A", finite=True)
     if not (dx > 0 and dy > 0):
         raise ValueError(f"{path!r}: pixel_size_A must be positive Å, got {pixel!r}")
-    origin = _pair_of_numbers(attrs.get("origin_A", parr_attrs.get("origin_A", (0.0, 0.0))), "origin_A")
+    origin = pair(attrs.get("origin_A", parr_attrs.get("origin_A", (0.0, 0.0))), name="origin_A", finite=True)
     phase = np.asarray(phase_arr[...])
     amplitude = None
     if "amplitude" in group:

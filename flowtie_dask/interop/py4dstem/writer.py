@@ -15,25 +15,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ... import __version__
+from ...pairs import pair
 from ...physics import wavelength
 from ...store import INTENSITY_NORMALIZATION, ScanMetadata, write_scan_store
 from .calibration import _calibration_of, _check_record, _record_of
-from .common import _pair_of_numbers, _py4dstem
+from .common import _py4dstem
 
 
 def _chunk_pair(chunks) -> tuple[int, int] | None:
     if chunks is None:
         return None
-    values = [chunks] if np.ndim(chunks) == 0 else list(chunks)
-    if len(values) not in (1, 2):
-        raise ValueError(f"chunks must be one or two scan-position counts, got {chunks!r}")
-    try:
-        ints = [int(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"chunks must be positive integers, got {chunks!r}") from None
-    if any(v < 1 or v != float(w) for v, w in zip(ints, values)):
+    values = pair(chunks, name="chunks", finite=True, what="scan-position counts")
+    if any(v < 1 or v != int(v) for v in values):
         raise ValueError(f"chunks must be positive integers, got {chunks!r}")
-    return (ints[0], ints[-1])
+    return (int(values[0]), int(values[1]))
 
 
 def _three_scales(intensity_scale) -> list[float] | None:
@@ -115,7 +110,7 @@ def _write_store(loaders: Sequence[Callable[[], Any]], labels: Sequence[str], *,
     scales = _three_scales(intensity_scale)
     chunks = _chunk_pair(chunks)
     if detector_center is not None:
-        detector_center = _pair_of_numbers(detector_center, "detector_center")
+        detector_center = pair(detector_center, name="detector_center", finite=True)
     user_provenance = dict(provenance or {})
     try:
         json.dumps(user_provenance)
