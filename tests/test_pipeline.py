@@ -57,14 +57,14 @@ def test_tiles_cover_the_scan_once():
     tiles = plan_tiles((10, 7), (4, 3), 2, periodic=False)
     seen = np.zeros((10, 7), int)
     for t in tiles:
-        seen[np.ix_(list(t["xs"]), list(t["ys"]))] += 1
-        rows = np.asarray(t["rows"])[t["interior"][0]]
-        assert list(rows) == list(t["xs"])
-        assert t["boundary"] == "mirror"
+        seen[np.ix_(list(t.xs), list(t.ys))] += 1
+        rows = np.asarray(t.rows)[t.interior[0]]
+        assert list(rows) == list(t.xs)
+        assert t.boundary == "mirror"
     assert np.all(seen == 1)
     wrapped = plan_tiles((10, 7), (4, 3), 2, periodic=True)[0]
-    assert wrapped["rows"][:2] == [8, 9]  # the halo wraps around a periodic scan
-    assert plan_tiles((10, 7), None, 2, periodic=True)[0]["boundary"] == "periodic"
+    assert wrapped.rows[:2] == (8, 9)  # the halo wraps around a periodic scan
+    assert plan_tiles((10, 7), None, 2, periodic=True)[0].boundary == "periodic"
 
 
 def test_non_periodic_reconstruction_of_a_periodic_scan(small):

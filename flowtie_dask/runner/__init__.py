@@ -20,12 +20,12 @@ import numpy as np
 from .. import __version__
 from ..geometry import ReconstructionGeometry
 from ..projection import divide_illumination, unwrap
-from ..quality import BlockReport, check_phase
+from ..quality import BlockReport, bright_field_disk, check_phase
 from ..results import ReconstructionResult
 from ..store import ScanStore, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
-from .tiles import bright_field_disk, load_partial, plan_tiles, readable
+from .tiles import load_partial, plan_tiles, readable
 
 __all__ = ["WHOLE_SCAN_BYTES", "reconstruct"]
 

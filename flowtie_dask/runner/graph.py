@@ -16,9 +16,9 @@ from .tiles import load_field, load_partial
 __all__ = ["accumulate", "global_parts", "run_token", "tile_name"]
 
 
-def tile_name(kind: str, t: dict) -> str:
+def tile_name(kind: str, t) -> str:
     """File name of a tile's partial in the resume cache (the cache's record fixes everything else)."""
-    return f"{kind}-{t['xs'][0]}-{t['ys'][0]}"
+    return f"{kind}-{t.xs[0]}-{t.ys[0]}"
 
 
 def run_token(path, tiles, periodic, method) -> str:
@@ -37,12 +37,12 @@ def global_parts(st, geometry, tiles, *, periodic, method, device, cache=None, d
 
     rx, ry = st.scan_shape
     qx, qy = geometry.detector_shape
-    starts_x = sorted({t["xs"][0] for t in tiles})
-    starts_y = sorted({t["ys"][0] for t in tiles})
-    grid = {(t["xs"][0], t["ys"][0]): t for t in tiles}
+    starts_x = sorted({t.xs[0] for t in tiles})
+    starts_y = sorted({t.ys[0] for t in tiles})
+    grid = {(t.xs[0], t.ys[0]): t for t in tiles}
     geo = dask.delayed(geometry, pure=True)
     token = run_token(st.path, tiles, periodic, method)
-    names = {(t["xs"][0], t["ys"][0]): tile_name("project", t) for t in tiles}
+    names = {(t.xs[0], t.ys[0]): tile_name("project", t) for t in tiles}
     if all(names[k] in done for k in names):  # every projection finished in an earlier run
         load = dask.delayed(load_partial, pure=True)
         return [load(os.path.join(cache, f"{names[k]}.npz")) for k in names]
@@ -55,7 +55,7 @@ def global_parts(st, geometry, tiles, *, periodic, method, device, cache=None, d
         row = []
         for y0 in starts_y:
             t = grid[(x0, y0)]
-            shape = (2, len(t["xs"]), len(t["ys"]), qx, qy)
+            shape = (2, len(t.xs), len(t.ys), qx, qy)
             fname = tile_name("field", t)
             if fname in done:
                 task = dask.delayed(load_field, pure=True)(os.path.join(cache, f"{fname}.npz"),
@@ -75,8 +75,8 @@ def global_parts(st, geometry, tiles, *, periodic, method, device, cache=None, d
     boundary = "periodic" if periodic else "mirror"
     phase = g.map_blocks(_integrate_block, step=geometry.scan_step, boundary=boundary, drop_axis=0,
                          dtype=np.float32)
-    phase = phase.rechunk((tuple(len(grid[(x0, starts_y[0])]["xs"]) for x0 in starts_x),
-                           tuple(len(grid[(starts_x[0], y0)]["ys"]) for y0 in starts_y), (qx,), (qy,)),
+    phase = phase.rechunk((tuple(len(grid[(x0, starts_y[0])].xs) for x0 in starts_x),
+                           tuple(len(grid[(starts_x[0], y0)].ys) for y0 in starts_y), (qx,), (qy,)),
                           method="tasks")
     blocks = phase.to_delayed()  # (nx, ny, 1, 1) Delayed, the supported hand-over from arrays to delayed tasks
     proj = dask.delayed(project_task, pure=True)

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..geometry import ReconstructionGeometry
 from ..reconstruct import project_tile, reconstruct_tile
-from .tiles import read_checked, report_bytes, save_partial, write_npz
+from ..quality import read_checked
+from .tiles import report_bytes, save_partial, write_npz
 
 __all__ = ["field_task", "load_reduction", "project_task", "reduce_task", "tile_task"]
 
@@ -32,10 +33,10 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
     from ..backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    block, report = read_checked(path, tile["rows"], tile["cols"], bright_field=bright_field)
+    block, report = read_checked(path, tile.rows, tile.cols, bright_field=bright_field)
     block = xp.asarray(block)
-    offset, num, ill = reconstruct_tile(block, geometry, xs=tile["xs"], ys=tile["ys"], interior=tile["interior"],
-                                        periodic=periodic, boundary=tile["boundary"], phase_method=method.phase)
+    offset, num, ill = reconstruct_tile(block, geometry, xs=tile.xs, ys=tile.ys, interior=tile.interior,
+                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase)
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
@@ -56,10 +57,10 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     from ..backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    block, report = read_checked(path, tile["rows"], tile["cols"], bright_field=bright_field)
+    block, report = read_checked(path, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
     _, g = method.field(block, geometry)
-    ix, iy = tile["interior"]
+    ix, iy = tile.interior
     g = asnumpy(g[:, ix, iy]).astype(np.float32)
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
@@ -88,7 +89,7 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
 
     xp = get_array_module(device=device)
     mid = int(np.argsort(np.asarray(geometry.c10))[1])
-    xs, ys = tile["xs"], tile["ys"]
+    xs, ys = tile.xs, tile.ys
     block, report = read_checked(path, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
     i0 = geometry.orient(xp.asarray(block[0]))
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
@@ -112,7 +113,7 @@ def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, meth
     from ..backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    xs, ys = tile["xs"], tile["ys"]
+    xs, ys = tile.xs, tile.ys
     block, report = read_checked(path, list(xs), list(ys), bright_field=bright_field)
     arrays = {k: asnumpy(v) for k, v in method.reduce(geometry.orient(xp.asarray(block)), geometry).items()}
     if cache is not None:

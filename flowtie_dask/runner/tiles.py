@@ -1,8 +1,6 @@
 """Tiles of a scan and the checked, cached pieces of work the runner reads and writes.
 
 * :func:`plan_tiles` cuts a scan into tiles with a halo (wrapped around for periodic scans);
-* :func:`read_checked` reads a block through the store module and checks its values
-  (:func:`flowtie_dask.quality.check_block`) before any method sees it;
 * the resume cache: finished pieces written atomically as ``.npz`` (:func:`load_partial`,
   :func:`load_field`), damaged ones recognised (:func:`readable`) and recomputed.
 """
@@ -11,13 +9,38 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..quality import BlockReport, bright_field_disk, read_checked
+from ..quality import BlockReport
 
-__all__ = ["bright_field_disk", "load_field", "load_partial", "plan_tiles", "read_checked", "readable",
+__all__ = ["Tile", "load_field", "load_partial", "plan_tiles", "readable",
            "save_partial", "write_npz", "report_bytes"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A block of scan positions and the haloed block read for it.
+
+    Attributes
+    ----------
+    rows, cols : tuple of int
+        Global scan indices read (interior plus halo; wrapped around for periodic scans, clipped otherwise).
+    xs, ys : range
+        Global indices of the interior.
+    interior : (slice, slice)
+        The interior within the read block.
+    boundary : {"periodic", "mirror"}
+        Boundary condition of per-tile solvers: periodic only for a whole periodic scan.
+    """
+
+    rows: tuple
+    cols: tuple
+    xs: range
+    ys: range
+    interior: tuple
+    boundary: str
 
 
 def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: int, *, periodic: bool):
@@ -34,9 +57,7 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
 
     Returns
     -------
-    list of dict
-        ``rows``/``cols``: global indices read (with halo, possibly wrapped), ``xs``/``ys``: interior
-        global ranges, ``interior``: interior slices within the read block, ``boundary``.
+    list of Tile
     """
     rx, ry = scan_shape
     if tile is None:
@@ -49,17 +70,17 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
             whole = len(xs) == rx and len(ys) == ry
             h = 0 if whole else halo
             if periodic:
-                rows = [i % rx for i in range(xs[0] - h, xs[-1] + h + 1)]
-                cols = [j % ry for j in range(ys[0] - h, ys[-1] + h + 1)]
+                rows = tuple(i % rx for i in range(xs[0] - h, xs[-1] + h + 1))
+                cols = tuple(j % ry for j in range(ys[0] - h, ys[-1] + h + 1))
                 lo_x, lo_y = h, h
             else:
                 a, b = max(0, xs[0] - h), min(rx, xs[-1] + h + 1)
                 c, d = max(0, ys[0] - h), min(ry, ys[-1] + h + 1)
-                rows, cols = list(range(a, b)), list(range(c, d))
+                rows, cols = tuple(range(a, b)), tuple(range(c, d))
                 lo_x, lo_y = xs[0] - a, ys[0] - c
-            boundary = "periodic" if (whole and periodic) else "mirror"
-            tiles.append(dict(rows=rows, cols=cols, xs=xs, ys=ys, boundary=boundary,
-                              interior=(slice(lo_x, lo_x + len(xs)), slice(lo_y, lo_y + len(ys)))))
+            tiles.append(Tile(rows=rows, cols=cols, xs=xs, ys=ys,
+                              interior=(slice(lo_x, lo_x + len(xs)), slice(lo_y, lo_y + len(ys))),
+                              boundary="periodic" if (whole and periodic) else "mirror"))
     return tiles
 
 
