@@ -22,12 +22,12 @@ import time
 
 import numpy as np
 
-from flowtie_dask.baselines.gd import gd_reconstruct_store
 from flowtie_dask.cli.main import main as cli
 from flowtie_dask.evaluate import evaluate_result, phase_mse, resample_periodic
 from flowtie_dask.model.checkpoint import default_model_path
 from flowtie_dask.model.train import TrainingConfig, train
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.methods import get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.collection import simulate_collection
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 
@@ -98,10 +98,10 @@ def main():
     rows = []
     for label, store in (("MgO, abTEM (external)", ext), ("MgO, our multislice", ours)):
         row = {}
-        runs = [("TIE", lambda s: reconstruct_store(s, progress=False))]
-        runs += [(f"FlowTIE ({n})", lambda s, m=m: reconstruct_store(s, method="flowtie", model=m, progress=False))
+        runs = [("TIE", lambda s: reconstruct(s, get_method("tie"), progress=False))]
+        runs += [(f"FlowTIE ({n})", lambda s, m=m: reconstruct(s, get_method("flowtie", model=m), progress=False))
                  for n, m in models.items()]
-        runs += [("GD", lambda s: gd_reconstruct_store(s, progress=False))]
+        runs += [("GD", lambda s: reconstruct(s, get_method("gd"), progress=False))]
         for method, run in runs:
             t0 = time.perf_counter()
             res = run(store)
