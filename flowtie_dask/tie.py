@@ -7,7 +7,8 @@ In the probe frame Ψ(q, r̂) = E(q, r̂)·exp(+2πi q·r̂), φ = arg Ψ, the c
 
 Arrays are (Rx, Ry, Qx, Qy) with the scan axes first; q is the true scattering vector of each
 detector pixel (see :mod:`flowtie_dask.geometry`). Kernels run on NumPy or CuPy and never import
-dask or zarr.
+dask or zarr. :func:`integrate_gradient` is :func:`flowtie_dask.integrate.integrate_gradient` (NumPy,
+CuPy and torch), re-exported here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module, get_fft_module
+from .integrate import integrate_gradient
+from .integrate import mirror_gradient as _mirror_gradient  # noqa: F401  (the name before flowtie_dask.integrate)
 
 __all__ = [
     "defocus_derivative",
@@ -261,83 +264,3 @@ def smooth_gradient(psi: Any, *, step: tuple[float, float]):
         i = xp.abs(psi) ** 2
         out.append(xp.where(i > 0, xp.imag(xp.conj(psi) * d) / xp.where(i > 0, i, 1), 0.0))
     return tuple(out)
-
-
-def _mirror_gradient(gx, gy, kind):
-    """Extend a gradient field of a mirror-extended phase (φ even ⇒ ∂xφ odd in x, even in y)."""
-    xp = get_array_module(gx)
-    rx, ry = gx.shape[:2]
-
-    def odd(g, ax):
-        if kind == "forward":
-            # φ_ext[2R−1−i] = φ[i]: differences are g[0..R−2], 0, −g[R−2..0], 0
-            head = xp.take(g, xp.arange(g.shape[ax] - 1), axis=ax)
-            zero = xp.zeros_like(xp.take(g, xp.arange(1), axis=ax))
-            return xp.concatenate([head, zero, -xp.flip(head, axis=ax), zero], axis=ax)
-        return xp.concatenate([g, -xp.flip(g, axis=ax)], axis=ax)
-
-    def even(g, ax):
-        return xp.concatenate([g, xp.flip(g, axis=ax)], axis=ax)
-
-    gx_e = even(odd(gx, 0), 1)
-    gy_e = odd(even(gy, 0), 1)
-    return gx_e, gy_e, (rx, ry)
-
-
-def integrate_gradient(gx: Any, gy: Any, *, step: tuple[float, float], kind: str = "forward",
-                       boundary: str = "periodic", highpass: float = 0.0):
-    """Least-squares phase from a gradient field over the scan axes, zero mean (DESIGN §3).
-
-    Parameters
-    ----------
-    gx, gy : ndarray, shape (Rx, Ry, ...)
-        Gradient field in rad/Å.
-    step : (sx, sy)
-        Scan step in Å.
-    kind : {"forward", "spectral"}
-        "forward": the field is forward differences; inverse of the operator with Fourier symbol
-        w_j = e^{2πiK_j·step} − 1 (exact for :func:`forward_differences`).
-        "spectral": Frankot–Chellappa, φ̃ = −i(K·g̃)/(2π|K|²).
-    boundary : {"periodic", "mirror"}
-        "mirror" integrates the even extension (no wrap-around artefacts on non-periodic tiles).
-    highpass : float
-        "spectral" only: regulariser k_hp in 1/Å, φ̃ = −i(K·g̃)/(2π(|K|² + k_hp²)) (py4DSTEM's DPC and
-        LiberTEM's iCoM damp the lowest frequencies the same way); 0 = none.
-
-    Returns
-    -------
-    ndarray, shape (Rx, Ry, ...)
-        float32 for float32 input, float64 otherwise.
-    """
-    xp = get_array_module(gx)
-    fft = get_fft_module(xp)
-    if kind not in ("forward", "spectral"):
-        raise ValueError(f"kind must be 'forward' or 'spectral', got {kind!r}")
-    if boundary not in ("periodic", "mirror"):
-        raise ValueError(f"boundary must be 'periodic' or 'mirror', got {boundary!r}")
-    crop = None
-    if boundary == "mirror":
-        gx, gy, crop = _mirror_gradient(gx, gy, kind)
-    mx, my = gx.shape[:2]
-    real = xp.float32 if (gx.dtype == xp.float32 and gy.dtype == xp.float32) else xp.float64
-    extra = (1,) * (gx.ndim - 2)
-    kx = _k(mx, step[0], xp).reshape((mx, 1) + extra)
-    ky = xp.fft.rfftfreq(my, d=step[1]).reshape((1, my // 2 + 1) + extra)
-    gxh = fft.rfft2(gx.astype(real, copy=False), axes=(0, 1))
-    gyh = fft.rfft2(gy.astype(real, copy=False), axes=(0, 1))
-    if kind == "forward":
-        wx = xp.exp(2j * math.pi * kx * step[0]) - 1
-        wy = xp.exp(2j * math.pi * ky * step[1]) - 1
-        num = step[0] * xp.conj(wx) * gxh + step[1] * xp.conj(wy) * gyh
-        den = xp.abs(wx) ** 2 + xp.abs(wy) ** 2
-    else:
-        num = -1j * (kx * gxh + ky * gyh)
-        den = 2 * math.pi * (kx**2 + ky**2 + highpass**2)
-    den = xp.where(den == 0, 1.0, den)
-    phi_hat = (num / den).astype(gxh.dtype, copy=False)
-    phi_hat[0, 0] = 0.0
-    phi = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))
-    if crop is not None:
-        phi = phi[: crop[0], : crop[1]]
-        phi = phi - phi.mean(axis=(0, 1), keepdims=True)
-    return phi
