@@ -7,11 +7,11 @@ import sys
 
 from ..atomic import check_output, claim_output
 from ..cluster import cluster_client
-from ..methods import REGISTRY, get_method, method_help
+from ..methods import REGISTRY, all_options, get_method, method_help
 from ..results import write_result
 from ..resume import reconstruction_record, resume_workspace
 from ..runner import reconstruct
-from .options import add_cluster_options, cluster_kwargs, nonnegative_int, pair, positive_float, positive_int
+from .options import add_cluster_options, cluster_kwargs, nonnegative_int, pair, positive_int
 
 
 def add_parser(sub) -> None:
@@ -25,12 +25,6 @@ def add_parser(sub) -> None:
     p.add_argument("store", metavar="STORE", help="scan store (*.zarr) from 'simulate' or 'import'")
     p.add_argument("--out", required=True, metavar="RESULT", help="output result folder (*.zarr)")
     p.add_argument("--method", choices=tuple(REGISTRY), default="tie", help=method_help())
-    p.add_argument("--model", default=None, metavar="PATH",
-                   help="FlowTIE checkpoint (default: the pretrained model shipped with the package); its optics "
-                        "and sampling must match the scan's")
-    p.add_argument("--symmetry", choices=("none", "mirror", "d4"), default="none",
-                   help="--method flowtie: average the model over the specimen's mirrors (4× the model's time) or "
-                        "all 8 symmetries of the square (8×); needs a probe without astigmatism")
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per tile (one or two values); default: the whole scan when its data "
                         "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
@@ -38,16 +32,11 @@ def add_parser(sub) -> None:
                    help="scan positions read around each tile (default: 16; at most the scan's size)")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
-    p.add_argument("--iterations", type=positive_int, default=None,
-                   help="gradient-descent iterations (--method gd, gd-dense; default 100)")
-    p.add_argument("--source", choices=("focus", "mean"), default=None,
-                   help="--method icom: the centre of mass of the focus scan (default) or of the series' mean")
-    p.add_argument("--highpass", type=positive_float, default=None, metavar="INV_A",
-                   help="--method icom: high-pass regulariser of the integration in 1/Å (default: none for periodic "
-                        "scans, a quarter of the lowest scan frequency otherwise)")
-    p.add_argument("--initial", default=None, metavar="RESULT",
-                   help="--method gd: start from the phase of an earlier result of this scan (e.g. a FlowTIE one; "
-                        "10 iterations then reach what 100 reach from a flat start)")
+    m = p.add_argument_group("method options (from the method registry)")
+    for name, (opt, methods) in all_options().items():
+        m.add_argument("--" + name.replace("_", "-"), dest=name, type=opt.type, choices=opt.choices,
+                       default=argparse.SUPPRESS, metavar=opt.metavar,
+                       help=f"--method {', '.join(methods)}: {opt.help}")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing result (by a rename once the new one is complete) and discard the "
                         "finished tiles of an interrupted run")
@@ -65,16 +54,18 @@ def add_parser(sub) -> None:
 
 def _method(args):
     """The registered method with the options the user gave (an option the method does not take is refused)."""
-    options = {key: getattr(args, key) for key in ("model", "initial", "iterations", "source", "highpass")
-               if getattr(args, key) is not None}
-    if args.symmetry != "none":
-        options["symmetry"] = args.symmetry
+    options = {name: getattr(args, name) for name in all_options() if getattr(args, name, None) is not None}
     return get_method(args.method, **options)
+
+
+def _inputs(args) -> list:
+    """The store and every option that names an input file (a model, a starting result)."""
+    return [args.store, *(getattr(args, name, None) for name, (opt, _) in all_options().items() if opt.input_path)]
 
 
 def run(args: argparse.Namespace) -> int:
     """Reconstruct and write the result."""
-    inputs = [args.store, args.initial, args.model]
+    inputs = _inputs(args)
     check_output(args.out, overwrite=args.overwrite, inputs=inputs)  # fail before the work, not after
     periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
     tile = "auto" if args.tile_size is None else pair(args.tile_size, option="--tile-size")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import inspect
 
-from .base import KINDS, Method, Needs
+from .base import KINDS, Method, Needs, Option
 
-__all__ = ["KINDS", "Method", "Needs", "REGISTRY", "get_method", "method_help", "methods_for", "register"]
+__all__ = ["KINDS", "Method", "Needs", "Option", "REGISTRY", "all_options", "get_method", "method_help", "methods_for",
+           "register"]
 
 #: name → Method subclass, in registration order.
 REGISTRY: dict[str, type[Method]] = {}
@@ -44,6 +45,27 @@ def get_method(name: str, **options) -> Method:
             raise ValueError(f"method {name!r} takes no option {key!r} ({flag}); its options: "
                              f"{', '.join(sorted(known)) or 'none'}")
     return cls(**options)
+
+
+def all_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every option of the registered methods: name → (the option, the methods that take it).
+
+    Raises
+    ------
+    TypeError
+        Two methods declare the same option name with different types or choices.
+    """
+    out: dict[str, tuple[Option, list[str]]] = {}
+    for name, cls in REGISTRY.items():
+        for opt in cls.options:
+            if opt.name in out:
+                first = out[opt.name][0]
+                if (first.type, first.choices) != (opt.type, opt.choices):
+                    raise TypeError(f"option {opt.name!r} of {name!r} differs from the one of {out[opt.name][1]}")
+                out[opt.name][1].append(name)
+            else:
+                out[opt.name] = (opt, [name])
+    return out
 
 
 def method_help() -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["KINDS", "Method", "Needs"]
+__all__ = ["KINDS", "Method", "Needs", "Option"]
 
 KINDS = ("tile", "field", "reduce", "whole")
 
@@ -48,6 +48,32 @@ class Needs:
     whole_scan: bool = False
 
 
+@dataclass(frozen=True)
+class Option:
+    """A method option: a keyword-only constructor argument, offered by the CLI as ``--NAME``.
+
+    Attributes
+    ----------
+    name : str
+        The keyword (the flag replaces ``_`` by ``-``).
+    help : str
+        Help text, with units.
+    type : callable
+        Converts the command-line text (``int``, ``float``, ``str``; range checks belong to the method).
+    choices : tuple, optional
+    metavar : str, optional
+    input_path : bool
+        The value is an input file or folder (never written over by the command's output).
+    """
+
+    name: str
+    help: str
+    type: Any = str
+    choices: tuple | None = None
+    metavar: str | None = None
+    input_path: bool = False
+
+
 class Method:
     """Base class of reconstruction methods (see the module docstring).
 
@@ -59,6 +85,8 @@ class Method:
     summary: ClassVar[str] = ""
     backends: ClassVar[tuple[str, ...]] = ("numpy",)
     kind: ClassVar[str] = "tile"
+    #: Options the CLI offers for this method (each a constructor keyword).
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def needs(self, geometry) -> Needs:
         """What this method needs of a scan with this geometry (default: nothing beyond the tile)."""

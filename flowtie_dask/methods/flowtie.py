@@ -4,7 +4,7 @@ fields, integrated over the whole scan, then projected; one tile is integrated w
 from __future__ import annotations
 
 from . import register
-from .base import Method, Needs
+from .base import Method, Needs, Option
 
 __all__ = ["FlowTIE"]
 
@@ -17,6 +17,12 @@ class FlowTIE(Method):
     summary = "the FlowTIE model (tiled, distributed; its optics must match the scan)"
     backends = ("numpy", "cupy", "torch")
     kind = "field"
+    options = (
+        Option("model", "FlowTIE checkpoint (default: the pretrained model shipped with the package); its optics and "
+               "sampling must match the scan's", metavar="PATH", input_path=True),
+        Option("symmetry", "average the model over the specimen's mirrors (4× the model's time) or all 8 "
+               "symmetries of the square (8×); needs a probe without astigmatism", choices=("none", "mirror", "d4")),
+    )
 
     def __init__(self, *, model: str | None = None, symmetry: str = "none"):
         from ..model.inference import FlowTIEPhase  # torch: imported only when FlowTIE is used

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from . import register
-from .base import Method, Needs
+from .base import Method, Needs, Option
 
 __all__ = ["GradientDescent", "DenseGradientDescent"]
+
+
+_ITERATIONS = Option("iterations", "gradient-descent iterations (default 100)", type=int)
 
 
 class _GD(Method):
@@ -48,6 +51,9 @@ class GradientDescent(_GD):
     summary = ("gradient descent on the far-field amplitudes with A = diag(O), a converged form of the paper's "
                "baseline (whole scan in memory)")
     form = "diagonal"
+    options = (_ITERATIONS,
+               Option("initial", "start from the phase of an earlier result of this scan (e.g. a FlowTIE one; 10 "
+                      "iterations then reach what 100 reach from a flat start)", metavar="RESULT", input_path=True))
 
 
 @register
@@ -57,6 +63,9 @@ class DenseGradientDescent(_GD):
     name = "gd-dense"
     summary = "the paper's literal dense-A gradient descent (periodic scans up to 64×64; whole scan in memory)"
     form = "dense"
+    options = (_ITERATIONS,
+               Option("readout", "the object from the model's exit waves A·P projected as for TIE/FlowTIE "
+                      "(projection, default) or diag(A)", choices=("projection", "diagonal")))
 
     def __init__(self, *, iterations: int = 100, readout: str = "projection"):
         super().__init__(iterations=iterations, readout=readout)

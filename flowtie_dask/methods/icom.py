@@ -18,7 +18,7 @@ import numpy as np
 from ..backend import get_array_module
 from ..tie import integrate_gradient
 from . import register
-from .base import Method
+from .base import Method, Option
 
 __all__ = ["ICoM", "centre_of_mass"]
 
@@ -56,6 +56,12 @@ class ICoM(Method):
                "data (tiled, distributed); phase on the scan grid, blurred by the probe")
     backends = ("numpy", "cupy")
     kind = "reduce"
+    options = (
+        Option("source", "the centre of mass of the focus scan (default) or of the series' mean",
+               choices=("focus", "mean")),
+        Option("highpass", "high-pass regulariser of the integration in 1/Å (default: none for periodic scans, a "
+               "quarter of the lowest scan frequency otherwise)", type=float, metavar="INV_A"),
+    )
 
     def __init__(self, *, source: str = "focus", highpass: float | None = None):
         if source not in ("focus", "mean"):
