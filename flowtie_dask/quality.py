@@ -34,6 +34,8 @@ and reports on stderr.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -316,7 +318,7 @@ def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None, b
 
     Parameters
     ----------
-    path : str
+    path : str or StoreHandle
         Scan store.
     rows, cols : list of int
         Global scan indices (contiguous or wrapped).
@@ -334,7 +336,7 @@ def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None, b
 
     block = read_block(path, rows, cols, defocus=defocus)
     defocus = [0, 1, 2] if defocus is None else list(defocus)
-    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=path, bright_field=bright_field)
+    return check_block(block, rows=rows, cols=cols, defocus=defocus, source=os.fspath(path), bright_field=bright_field)
 
 
 def bright_field_disk(metadata) -> tuple[float, float, float]:

@@ -22,7 +22,7 @@ from ..geometry import ReconstructionGeometry
 from ..projection import divide_illumination, unwrap
 from ..quality import BlockReport, bright_field_disk, check_phase
 from ..results import ReconstructionResult
-from ..store import ScanStore, open_scan_store
+from ..store import ScanStore, StoreHandle, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
 from .tiles import load_partial, plan_tiles, readable
@@ -121,6 +121,7 @@ def reconstruct(
     if cache is not None:
         os.makedirs(cache, exist_ok=True)
         done = {n[:-4] for n in os.listdir(cache) if n.endswith(".npz") and readable(os.path.join(cache, n))}
+    handle = StoreHandle(st.path)  # what the tasks carry: a path that reads checked blocks (picklable)
     token = run_token(st.path, tiles, periodic, method)
     bf = bright_field_disk(st.metadata)
     attrs = dict(method.attrs())
@@ -129,7 +130,7 @@ def reconstruct(
         task, load = dask.delayed(reduce_task, pure=True), dask.delayed(load_reduction, pure=True)
         geo = dask.delayed(geometry, pure=True)
         parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
-                 task(st.path, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
+                 task(handle, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
                       dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
         pieces = compute(*parts, client=client, progress=progress)
         merged, report = _merge_reductions(pieces, st.scan_shape)
@@ -139,7 +140,7 @@ def reconstruct(
     else:
         shape, origin = geometry.object_grid(periodic=periodic)
         if use_global:
-            parts = global_parts(st, geometry, tiles, periodic=periodic, method=method, device=device,
+            parts = global_parts(st, handle, geometry, tiles, periodic=periodic, method=method, device=device,
                                  cache=cache, done=done, keep_fields=keep_fields, bright_field=bf)
             names = [tile_name("project", t) for t in tiles]
             attrs["fields_reused"] = sum(tile_name("field", t) in done for t in tiles)
@@ -148,7 +149,7 @@ def reconstruct(
             geo = dask.delayed(geometry, pure=True)
             names = [tile_name("tile", t) for t in tiles]
             parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
-                     task(st.path, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,
+                     task(handle, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,
                           bright_field=bf, dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
         # tree reduction: groups of 8 partials into full-size sums, then a final sum
         acc = dask.delayed(accumulate, pure=True)

@@ -28,7 +28,7 @@ def run_token(path, tiles, periodic, method) -> str:
     return dask.base.tokenize(path, tiles, periodic, method.identity())[:12]
 
 
-def global_parts(st, geometry, tiles, *, periodic, method, device, cache=None, done=(), keep_fields=False,
+def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache=None, done=(), keep_fields=False,
                   bright_field=None):
     """Partials of the three-stage graph: per-tile fields → whole-scan integration per detector-pixel block
     (rechunk) → per-tile projection. Tiled equals whole-scan up to the model's view of tile edges."""
@@ -61,7 +61,7 @@ def global_parts(st, geometry, tiles, *, periodic, method, device, cache=None, d
                 task = dask.delayed(load_field, pure=True)(os.path.join(cache, f"{fname}.npz"),
                                                            dask_key_name=f"{fname}-{token}")
             else:
-                task = field(st.path, geo, t, method=method, device=device,
+                task = field(handle, geo, t, method=method, device=device,
                              cache=cache if keep_fields else None, name=fname, bright_field=bright_field,
                              dask_key_name=f"{fname}-{token}")
             row.append(da.from_delayed(pick(task, 0), shape=shape, dtype=np.float32))
@@ -88,7 +88,7 @@ def global_parts(st, geometry, tiles, *, periodic, method, device, cache=None, d
             if name in done:
                 parts.append(load(os.path.join(cache, f"{name}.npz")))
             else:
-                parts.append(proj(st.path, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device,
+                parts.append(proj(handle, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device,
                                   cache=cache, name=name, bright_field=bright_field,
                                   dask_key_name=f"{name}-{token}"))
     return parts + reports  # the field stage's repair reports (all three defocus values) join the sum

@@ -25,8 +25,9 @@ are still read.
 
 The package's modules: :mod:`.metadata` (schema constants, :class:`ScanStoreError`, :class:`ScanMetadata`,
 :func:`default_chunks`), :mod:`.chunks` (chunk keys, positions and presence on disk), :mod:`.layout`
-(:class:`ScanStore`, writing, opening and validating a store) and :mod:`.integrity` (:func:`read_block`,
-:func:`check_scan_store`). Every name is importable from ``flowtie_dask.store``.
+(:class:`ScanStore`, writing, opening and validating a store), :mod:`.integrity` (:func:`read_block`,
+:func:`check_scan_store`) and :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry). Every name is
+importable from ``flowtie_dask.store``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .integrity import (  # noqa: F401
     check_scan_store,
     read_block,
 )
+from .handle import StoreHandle  # noqa: F401
 from .layout import (  # noqa: F401
     ScanStore,
     _fail,
@@ -96,6 +98,7 @@ __all__ = [
     "BadChunk",
     "StoreCheck",
     "check_scan_store",
+    "StoreHandle",
 ]
 
 # The public classes and functions keep the module name they had before the split (flowtie_dask.store), so
