@@ -35,10 +35,12 @@ and reports on stderr.
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .physics.constants import wavelength
+from .store import read_block
 
 __all__ = ["BadDataError", "BlockReport", "bright_field_disk", "check_block", "check_phase", "read_checked"]
 
@@ -161,11 +163,9 @@ def _dead_pixels(x: np.ndarray, m_q: np.ndarray, mean_q: np.ndarray, n: int) -> 
     zero = m_q == 0
     if not zero.any():
         return zero
-    sample = x.reshape((-1,) + x.shape[-2:])[:: max(1, n // 64)]
-    positive = sample[sample > 0]
-    if positive.size == 0:
+    unit = _unit(x)
+    if unit == 0:
         return np.zeros_like(zero)
-    unit = float(positive.min())
     k = np.ones((3, 3), bool)
     k[1, 1] = False
     neighbours = minimum_filter(mean_q, footprint=k, mode="nearest")
@@ -332,8 +332,6 @@ def read_checked(path: str, rows: list[int], cols: list[int], *, defocus=None, b
     block : ndarray, shape (D, len(rows), len(cols), Qx, Qy), float32 (host)
     report : BlockReport
     """
-    from .store import read_block
-
     block = read_block(path, rows, cols, defocus=defocus)
     defocus = [0, 1, 2] if defocus is None else list(defocus)
     return check_block(block, rows=rows, cols=cols, defocus=defocus, source=os.fspath(path), bright_field=bright_field)
@@ -351,8 +349,6 @@ def bright_field_disk(metadata) -> tuple[float, float, float]:
     (float, float, float)
         Centre (pixels along Qx, Qy) and radius α/λ/Δq (pixels; the smaller sampling).
     """
-    from .physics.constants import wavelength
-
     radius = metadata.semiangle * 1e-3 / wavelength(metadata.energy) / min(metadata.detector_sampling)
     return float(metadata.detector_center[0]), float(metadata.detector_center[1]), float(radius)
 
