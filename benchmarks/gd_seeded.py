@@ -9,9 +9,10 @@ import argparse
 import os
 import time
 
-from flowtie_dask.baselines.gd import gd_reconstruct_store
 from flowtie_dask.evaluate import evaluate_result
+from flowtie_dask.methods import get_method
 from flowtie_dask.results import open_result
+from flowtie_dask.runner import reconstruct
 
 SETTINGS = ["GaAs_1cells", "GaAs_5cells", "SrTiO3_1cells", "SrTiO3_5cells"]
 
@@ -29,7 +30,7 @@ for name in SETTINGS:
           f"{flowtie.attrs['seconds']:6.1f}")
     for its in args.iterations:
         t0 = time.perf_counter()
-        res = gd_reconstruct_store(store, iterations=its, initial=flowtie, progress=False)
+        res = reconstruct(store, get_method("gd", iterations=its, initial=flowtie), progress=False)
         wall = time.perf_counter() - t0
         print(f"{name:14s} {'flowtie':8s} {its:4d} {evaluate_result(res, store)['mse']:9.5f} "
               f"{res.attrs['final_loss']:11.4e} {wall:6.1f}", flush=True)

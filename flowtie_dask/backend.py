@@ -29,6 +29,8 @@ __all__ = [
     "to_torch",
     "from_torch",
     "available_memory",
+    "MEMORY_HEADROOM",
+    "require_memory",
 ]
 
 
@@ -234,3 +236,28 @@ def available_memory(device: str = "cpu") -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
         return 2**62
+
+
+#: Fraction of the available memory a run may plan to use.
+MEMORY_HEADROOM = 0.7
+
+
+def require_memory(need: int, *, device: str = "cpu", what: str, instead: str) -> None:
+    """Raise a one-line ``ValueError`` when ``need`` bytes exceed :data:`MEMORY_HEADROOM` of
+    :func:`available_memory` (checked before anything is allocated).
+
+    Parameters
+    ----------
+    need : int
+        Bytes the work needs.
+    device : {"cpu", "cuda", "gpu"}
+    what : str
+        What needs it (the start of the message, e.g. ``"gradient descent on 4096 patterns"``).
+    instead : str
+        What to do instead (the end of the message).
+    """
+    have = available_memory(device)
+    if need > MEMORY_HEADROOM * have:
+        where = "GPU" if device in ("cuda", "gpu") else "host"
+        raise ValueError(f"{what} needs {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available "
+                         f"({where}, {MEMORY_HEADROOM:.0%} usable); {instead}")

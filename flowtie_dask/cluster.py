@@ -234,13 +234,13 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
 
     if isinstance(client, str) and client == "inline":
         return dask.compute(*collections, scheduler="synchronous")
-    if client is None:
+    if client is None:  # named: a distributed Client made elsewhere in the process would otherwise take over
         if progress:
             from dask.diagnostics import ProgressBar
 
             with ProgressBar(out=sys.stderr):
-                return dask.compute(*collections)
-        return dask.compute(*collections)
+                return dask.compute(*collections, scheduler="threads")
+        return dask.compute(*collections, scheduler="threads")
     from distributed.scheduler import KilledWorker
 
     futures = client.compute(list(collections))

@@ -162,6 +162,11 @@ class ReconstructionGeometry:
         return orient_patterns(patterns, rotation=self.rotation, transpose=self.transpose)
 
     @property
+    def focus_index(self) -> int:
+        """Index (in the store's order, as ``c10``) of the in-focus scan: the middle C10 of the three."""
+        return int(np.argsort(np.asarray(self.c10, dtype=float), kind="stable")[1])
+
+    @property
     def wavelength(self) -> float:
         """λ in Å."""
         return wavelength(self.energy)

@@ -5,7 +5,7 @@ cluster, for several tilings; and each method against a slow, obvious reference 
 Tolerances (rad, max |Δphase| between executors): 0 for every method — the same tasks run the same
 NumPy/torch code on the same inputs, so executors must agree bit for bit. Tilings of one method agree
 to the method's own tolerance: exactly for the reduction (iCoM), to the boundary error of haloed
-tiles for the projecting methods (checked in tests/test_pipeline.py); here each tiling is compared
+tiles for the projecting methods (checked in tests/runner/test_runner_tiles.py); here each tiling is compared
 across executors only.
 """
 
@@ -21,6 +21,7 @@ SMALL = ["--lateral-cells", "1", "--scan-pixels", "12", "--detector-pixels", "16
          "--workers", "0"]
 TILINGS = [None, (6, 6), (5, 7)]
 TILED = [name for name, cls in REGISTRY.items() if cls.kind != "whole"]
+WHOLE = [name for name, cls in REGISTRY.items() if cls.kind == "whole"]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,69 @@ def test_every_method_gives_the_same_phase_on_every_executor(store, tiny_model, 
         np.testing.assert_array_equal(dist.phase, inline.phase, err_msg=f"{name} {tile} cluster")
         assert inline.attrs["method"] == name and inline.attrs["n_tiles"] == (1 if tile is None else
                                                                                math.ceil(12 / tile[0]) * math.ceil(12 / tile[1]))
+
+
+@pytest.fixture(scope="module")
+def dense_store(tmp_path_factory):
+    """A periodic 8×8 scan whose object grid is the 8×8 detector window (what the dense GD holds)."""
+    from tests.baselines.test_gd import _write, simulate
+
+    inten, geo, _ = simulate(8, 0.4)
+    return _write(str(tmp_path_factory.mktemp("dense") / "tiny.zarr"), inten, geo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WHOLE)
+def test_every_whole_scan_method_gives_the_same_phase_on_every_executor(store, dense_store, cluster, name):
+    """Whole-scan methods run as one task: inline, on a Dask thread and on a worker of a 2-worker cluster
+    (tilings do not apply); and against the in-memory kernel on the store's arrays read directly."""
+    import torch
+
+    from flowtie_dask.baselines.gd import dense_gd_reconstruct, gd_reconstruct
+    from flowtie_dask.geometry import ReconstructionGeometry
+    from flowtie_dask.store import open_scan_store
+
+    torch.set_num_threads(1)
+    path = dense_store if name == "gd-dense" else store
+    method = get_method(name, iterations=4, **({"readout": "diagonal"} if name == "gd-dense" else {}))
+    inline = reconstruct(path, method, client="inline", progress=False)
+    threads = reconstruct(path, method, client=None, progress=False)
+    dist = reconstruct(path, method, client=cluster, progress=False)
+    assert np.isfinite(inline.phase).all() and inline.phase.std() > 0
+    np.testing.assert_array_equal(threads.phase, inline.phase, err_msg=f"{name} threads")
+    np.testing.assert_array_equal(dist.phase, inline.phase, err_msg=f"{name} cluster")
+    assert inline.attrs["method"] == name and inline.attrs["n_tiles"] == 1 and inline.attrs["integration"] == "whole"
+    # the reference: the kernel on the whole stored series, no store, no runner
+    st = open_scan_store(path)
+    geo = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape, detector_shape=st.detector_shape)
+    data = np.asarray(st.intensity[:], dtype=np.float32)
+    if name == "gd":
+        obj, losses = gd_reconstruct(data, geo, iterations=4)
+    else:
+        a, losses = dense_gd_reconstruct(data, geo, iterations=4)
+        obj = np.diag(a).reshape(geo.detector_shape)
+    np.testing.assert_allclose(inline.attrs["losses"], losses, rtol=1e-6)
+    lit = inline.illumination > 0.05 * inline.illumination.max()
+    d = np.angle(np.exp(1j * (inline.phase - np.angle(obj))))[lit]
+    assert np.abs(d - d.mean()).max() < 1e-5
+
+
+def test_a_whole_scan_method_that_does_not_fit_memory_is_refused_before_reading(store, monkeypatch):
+    """The runner checks the memory a whole-scan method declares before it reads the scan."""
+    import flowtie_dask.runner.whole as whole
+
+    def no_read(*a, **k):
+        raise AssertionError("the scan was read")
+
+    monkeypatch.setattr(whole, "read_whole", no_read)
+    monkeypatch.setattr("flowtie_dask.backend.available_memory", lambda device="cpu": 2**16)
+    for name in WHOLE:
+        with pytest.raises(ValueError, match=rf"--method {name} works on the whole scan at once and needs [\d.]+ GiB, "
+                           r"more than the 0\.0 GiB available \(host, 70% usable\); crop the scan or use a tiled "
+                           r"method \(--method tie, flowtie, icom\)"):
+            method = get_method(name)
+            method.check = lambda geometry: None  # the dense form's grid check is not the point here
+            reconstruct(store, method, progress=False)
 
 
 def test_the_registry_is_what_the_cli_offers():

@@ -42,10 +42,18 @@ class Needs:
         Scan positions it must see around each tile (the runner reads at least this many).
     whole_scan : bool
         It needs every scan position at once (no tiling).
+    defocus : tuple of int, optional
+        Whole-scan methods: the scans it reads (indices in the store's order, as ``geometry.c10``);
+        None: all three.
+    memory : int
+        Whole-scan methods: bytes it needs at least on its device, the scans included (the runner refuses
+        the run before reading anything when they are not available).
     """
 
     halo: int = 0
     whole_scan: bool = False
+    defocus: tuple[int, ...] | None = None
+    memory: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,11 +163,28 @@ class Method:
         raise NotImplementedError(f"method {self.name!r} has no finalize step")
 
     # kind "whole" ---------------------------------------------------------------------------------
-    def run_whole(self, store, *, periodic, device: str, progress: bool):
-        """Reconstruct from the whole scan (an opened :class:`~flowtie_dask.store.ScanStore`).
+    def run_whole(self, intensity: Any, geometry, *, device: str = "cpu", progress=None):
+        """Reconstruct from the whole scan.
+
+        Parameters
+        ----------
+        intensity : ndarray, shape (S, Rx, Ry, Qx, Qy), float32 (host)
+            Oriented, centred, checked patterns of the scans ``needs(geometry).defocus`` (in that order).
+        geometry : ReconstructionGeometry
+            ``geometry.periodic`` is the periodicity the run uses.
+        device : {"cpu", "gpu"}
+        progress : callable, optional
+            ``progress(done, total, loss)`` after each step (the runner draws the bar).
 
         Returns
         -------
-        ReconstructionResult
+        obj : ndarray, shape (Nx, Ny), complex
+            The object O on ``geometry.object_grid(periodic=geometry.periodic)`` (pixel ``geometry.pixel`` Å).
+        illumination : ndarray, shape (Nx, Ny)
+            Σ_r̂ |P(r − r̂)|² of the in-focus probe (where O is determined).
+        origin : (float, float)
+            Å, of the object grid relative to the first scan position.
+        attrs : dict
+            What the run found (losses, steps, timings), added to the result's attributes.
         """
         raise NotImplementedError(f"method {self.name!r} does not run on the whole scan")

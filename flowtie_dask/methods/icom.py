@@ -81,7 +81,7 @@ class ICoM(Method):
         """(3, tx, ty, Qx, Qy) oriented patterns → ``{"com": (2, tx, ty)}`` in 1/Å."""
         xp = get_array_module(intensity)
         if self.source == "focus":
-            patterns = intensity[int(np.argsort(np.asarray(geometry.c10))[1])]
+            patterns = intensity[geometry.focus_index]
         else:
             patterns = intensity.mean(axis=0)
         qx, qy = geometry.q_vectors(xp)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend import require_memory
 from ..geometry import ReconstructionGeometry
 from ..simulate.collection import open_collection
 from ..store import open_scan_store
@@ -109,13 +110,8 @@ class TileDataset:
                                                                       detector_shape=st.detector_shape)
             need += 4 * (int(np.prod(st.intensity.shape)) + int(np.prod(st.truth["probe_frame_phase"].shape)))
         if self.in_memory:
-            from ..baselines.gd import MEMORY_HEADROOM, available_memory
-
-            avail = available_memory("cpu")
-            if need > MEMORY_HEADROOM * avail:
-                raise ValueError(f"holding {len(self.stores)} stores in memory needs {need / 2**30:.1f} GiB, more than "
-                                 f"{MEMORY_HEADROOM:.0%} of the {avail / 2**30:.1f} GiB available; "
-                                 "train without --in-memory (tiles are then read from Zarr)")
+            require_memory(need, device="cpu", what=f"holding {len(self.stores)} stores in memory",
+                           instead="train without --in-memory (tiles are then read from Zarr)")
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(min(8, len(self.stores))) as pool:

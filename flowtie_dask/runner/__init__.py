@@ -11,6 +11,7 @@ result's attributes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from ..store import ScanStore, StoreHandle, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
 from .tiles import load_partial, plan_tiles, readable
+from .whole import whole_task
 
 __all__ = ["WHOLE_SCAN_BYTES", "reconstruct"]
 
@@ -93,17 +95,28 @@ def reconstruct(
 
     from ..cluster import compute
 
+    start = time.perf_counter()
     st = store if isinstance(store, ScanStore) else open_scan_store(store)
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
+    periodic = geometry.periodic if periodic is None else bool(periodic)
+    geometry = dataclasses.replace(geometry, periodic=periodic)  # the geometry the method runs on
     method.check(geometry)
     needs = method.needs(geometry)
-    periodic = geometry.periodic if periodic is None else bool(periodic)
-    start = time.perf_counter()
+    handle = StoreHandle(st.path)  # what the tasks carry: a path that reads checked blocks (picklable)
+    bf = bright_field_disk(st.metadata)
+    attrs = dict(method.attrs())
     if needs.whole_scan or method.kind == "whole":
-        result = method.run_whole(st, periodic=periodic, device=device, progress=progress)
-        result.attrs.setdefault("tiles_reused", 0)
-        return result
+        in_process = client is None or (isinstance(client, str) and client == "inline")
+        task = dask.delayed(whole_task, pure=True)(handle, geometry, method, needs, device=device,
+                                                   progress=progress and in_process, bright_field=bf,
+                                                   dask_key_name=f"whole-{run_token(st.path, [], periodic, method)}")
+        (obj, ill, origin, found, report), = compute(task, client=client, progress=progress and not in_process)
+        attrs.update(found)
+        phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
+        attrs.update(integration="whole", device=device)
+        return _result(st, phase, amplitude, ill, geometry.pixel, origin, periodic, attrs, report, start=start,
+                       tile_size=None, halo=0, n_tiles=1, reused=0, computed=1)
     if halo < 0:
         raise ValueError(f"halo must be ≥ 0 scan positions, got {halo}")
     halo = min(max(halo, needs.halo), max(st.scan_shape))  # more adds nothing (clipped or wrapped) but memory
@@ -121,10 +134,7 @@ def reconstruct(
     if cache is not None:
         os.makedirs(cache, exist_ok=True)
         done = {n[:-4] for n in os.listdir(cache) if n.endswith(".npz") and readable(os.path.join(cache, n))}
-    handle = StoreHandle(st.path)  # what the tasks carry: a path that reads checked blocks (picklable)
     token = run_token(st.path, tiles, periodic, method)
-    bf = bright_field_disk(st.metadata)
-    attrs = dict(method.attrs())
     if method.kind == "reduce":
         names = [tile_name("reduce", t) for t in tiles]
         task, load = dask.delayed(reduce_task, pure=True), dask.delayed(load_reduction, pure=True)
@@ -157,24 +167,41 @@ def reconstruct(
             parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
         (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress)
         obj = divide_illumination(num, ill, eps=eps)
-        lit = ill > 0.05 * ill.max() if np.isfinite(ill).all() and ill.max() > 0 else np.ones(ill.shape, bool)
-        phase = np.angle(obj)
-        check_phase(phase, valid=lit, what=f"the {method.name} phase of {st.path}")
-        phase = np.where(np.isfinite(phase), phase, 0.0)  # only unlit pixels can be non-finite here
-        phase = unwrap(phase, periodic=periodic, mask=None if periodic else ~lit)
-        amplitude, pixel = np.abs(obj), geometry.pixel
+        phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
+        pixel = geometry.pixel
         attrs.update(integration="global" if use_global else "tile", eps=eps)
     reused = sum(n in done for n in names)
+    return _result(st, phase, amplitude, ill, pixel, origin, periodic, attrs, report, start=start,
+                   tile_size=list(tile_size) if tile_size else None, halo=halo, n_tiles=len(tiles), reused=reused,
+                   computed=len(names) - reused)
+
+
+def _read_out(obj, ill, *, periodic: bool, what: str):
+    """Phase (checked, unwrapped; rad) and amplitude of a complex object on the object grid, (Nx, Ny) each.
+
+    Only the lit pixels (illumination above 5 % of its maximum) are checked; where it is not periodic,
+    the unlit border is masked when unwrapping."""
+    lit = ill > 0.05 * ill.max() if np.isfinite(ill).all() and ill.max() > 0 else np.ones(ill.shape, bool)
+    phase = np.angle(obj)
+    check_phase(phase, valid=lit, what=what)
+    phase = np.where(np.isfinite(phase), phase, 0.0)  # only unlit pixels can be non-finite here
+    phase = unwrap(phase, periodic=periodic, mask=None if periodic else ~lit)
+    return phase, np.abs(obj).astype(np.float64)
+
+
+def _result(st, phase, amplitude, ill, pixel, origin, periodic, attrs, report, *, start, tile_size, halo, n_tiles,
+            reused, computed) -> ReconstructionResult:
+    """The result with the runner's attributes (tiling, timing, provenance, value repairs)."""
     attrs.update({
-        "tile_size": list(tile_size) if tile_size else None,
+        "tile_size": tile_size,
         "halo": halo,
-        "n_tiles": len(tiles),
+        "n_tiles": n_tiles,
         "seconds": time.perf_counter() - start,
         "source": st.path,
         "flowtie_dask_version": __version__,
         "scan_metadata": {k: v for k, v in st.metadata.to_attrs().items() if k != "provenance"},
         "tiles_reused": reused,
-        "tiles_computed": len(names) - reused,
+        "tiles_computed": computed,
         "data_repairs": report.as_attrs(),
         "data_repairs_summary": report.summary(),
     })

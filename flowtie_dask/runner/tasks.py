@@ -88,7 +88,7 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
     from ..backend import asnumpy, get_array_module
 
     xp = get_array_module(device=device)
-    mid = int(np.argsort(np.asarray(geometry.c10))[1])
+    mid = geometry.focus_index
     xs, ys = tile.xs, tile.ys
     block, report = read_checked(path, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
     i0 = geometry.orient(xp.asarray(block[0]))

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from flowtie_dask.baselines import gd
-from flowtie_dask.baselines.gd import dense_gd_reconstruct, gd_reconstruct, gd_reconstruct_store
+from flowtie_dask.baselines.gd import dense_gd_reconstruct, gd_reconstruct
 from flowtie_dask.geometry import ReconstructionGeometry
+from flowtie_dask.methods import get_method
 from flowtie_dask.physics import Aberrations, probe_fourier
 from flowtie_dask.simulate.multislice import simulate_positions
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.store import ScanMetadata, open_scan_store, write_scan_store
 from tests.conftest import weak_phase_object
 
@@ -121,14 +123,14 @@ def test_dense_a_lowers_its_loss_and_its_diagonal_follows_the_object():
         dense_gd_reconstruct(inten[:, :4, :4], dataclasses.replace(geo, scan_shape=(4, 4)))
 
 
-def test_store_entry_point_returns_a_reconstruction_result(tmp_path, weak):
+def test_gd_method_on_a_store_returns_a_reconstruction_result(tmp_path, weak):
     inten, geo, truth = weak
     meta = ScanMetadata(energy=300e3, semiangle=20.0, defocus=tuple(-c for c in C10), scan_step=geo.scan_step,
                         detector_sampling=geo.detector_sampling, detector_center=geo.detector_center, periodic=True)
     path = str(tmp_path / "weak.zarr")
     with write_scan_store(path, meta, scan_shape=geo.scan_shape, detector_shape=geo.detector_shape) as g:
         g["intensity"][:] = inten
-    res = gd_reconstruct_store(open_scan_store(path), iterations=20, progress=True)
+    res = reconstruct(open_scan_store(path), get_method("gd", iterations=20), progress=True)
     assert res.phase.shape == (32, 32) and res.pixel_size == pytest.approx((0.2, 0.2))
     assert res.origin == (0.0, 0.0) and res.periodic
     assert res.attrs["method"] == "gd" and res.attrs["iterations"] == 20 and len(res.attrs["losses"]) == 21
@@ -136,11 +138,11 @@ def test_store_entry_point_returns_a_reconstruction_result(tmp_path, weak):
     np.testing.assert_allclose(res.illumination, 0.25, rtol=1e-3)  # unit-norm probe, 4 pixels per position
     assert phase_mse(res.phase, truth) < 1e-2 * truth.var()  # 20 iterations: measured 2.7e-6 rad²
     # a warm start from that result begins where it ended; a result of another grid is refused
-    again = gd_reconstruct_store(open_scan_store(path), iterations=2, initial=res, progress=False)
+    again = reconstruct(path, get_method("gd", iterations=2, initial=res), progress=False)
     assert again.attrs["initial"] == "given" and again.attrs["initial_loss"] < 0.1 * res.attrs["initial_loss"]
     with pytest.raises(ValueError, match="not this scan's object grid"):
-        gd_reconstruct_store(path, iterations=1, initial=dataclasses.replace(res, pixel_size=(0.3, 0.3)),
-                             progress=False)
+        reconstruct(path, get_method("gd", iterations=1, initial=dataclasses.replace(res, pixel_size=(0.3, 0.3))),
+                    progress=False)
 
 
 def test_dense_form_by_ffts_equals_the_matrix_product():
@@ -184,13 +186,13 @@ def _write(path, inten, geo, periodic=True):
     return path
 
 
-def test_store_entry_point_runs_the_papers_dense_form(tmp_path):
-    """form="dense" on a store: the object is the projection of the exit waves A·P (default) or diag(A)
+def test_gd_dense_method_runs_the_papers_dense_form(tmp_path):
+    """``gd-dense`` on a store: the object is the projection of the exit waves A·P (default) or diag(A)
     of :func:`dense_gd_reconstruct`; how much of A is off the diagonal is recorded; what the dense form
     cannot hold is refused."""
     inten, geo, truth = simulate(8, 0.4)
     path = _write(str(tmp_path / "tiny.zarr"), inten, geo)
-    res = gd_reconstruct_store(path, iterations=30, form="dense", readout="diagonal", progress=False)
+    res = reconstruct(path, get_method("gd-dense", iterations=30, readout="diagonal"), progress=False)
     a, losses = dense_gd_reconstruct(inten, geo, iterations=30)
     assert res.attrs["form"] == "dense" and res.attrs["initial"] == "A = I" and res.attrs["readout"] == "diagonal"
     np.testing.assert_allclose(res.attrs["losses"], losses, rtol=1e-5)
@@ -199,39 +201,39 @@ def test_store_entry_point_runs_the_papers_dense_form(tmp_path):
     np.testing.assert_allclose(res.amplitude, np.abs(obj), rtol=1e-5)
     np.testing.assert_allclose(res.illumination, 1.0, rtol=1e-4)  # unit-norm probe at every pixel
     assert res.attrs["offdiagonal_rms"] > 1e-3  # the fit leaks off the diagonal (the dense form's weakness)
-    proj = gd_reconstruct_store(path, iterations=30, form="dense", progress=False)
+    proj = reconstruct(path, get_method("gd-dense", iterations=30), progress=False)
     assert proj.attrs["readout"] == "projection"
-    diag = gd_reconstruct_store(path, iterations=30, progress=False)
+    diag = reconstruct(path, get_method("gd", iterations=30), progress=False)
     # measured: diagonal form 1e-12, dense projected 2.5e-3, dense diag(A) 3.2e-3, zero phase 4.3e-3 rad²
     assert phase_mse(diag.phase, truth) < 1e-3 * phase_mse(proj.phase, truth)
     assert phase_mse(proj.phase, truth) < phase_mse(res.phase, truth) < truth.var()
-    with pytest.raises(ValueError, match="unknown form"):
-        gd_reconstruct_store(path, form="sparse")
-    with pytest.raises(ValueError, match="unknown readout"):
-        gd_reconstruct_store(path, form="dense", readout="trace")
+    with pytest.raises(ValueError, match="unknown method 'gd-sparse'"):
+        get_method("gd-sparse")
+    with pytest.raises(ValueError, match="readout must be 'projection'"):
+        get_method("gd-dense", readout="trace")
     with pytest.raises(ValueError, match="needs a periodic scan"):
-        gd_reconstruct_store(path, form="dense", periodic=False)
-    with pytest.raises(ValueError, match="leave initial"):
-        gd_reconstruct_store(path, form="dense", batch_size=4)
+        reconstruct(path, get_method("gd-dense"), periodic=False, progress=False)
+    with pytest.raises(ValueError, match="takes no option 'batch_size'"):  # the dense form starts from A = I, unbatched
+        get_method("gd-dense", batch_size=4)
     part = dataclasses.replace(geo, scan_shape=(4, 4))  # one period of 4 pixels, an 8-pixel window
     small = _write(str(tmp_path / "part.zarr"), inten[:, :4, :4], part)
     with pytest.raises(ValueError, match="object grid equal to the detector window.*form='diagonal'"):
-        gd_reconstruct_store(small, form="dense")
+        reconstruct(small, get_method("gd-dense"), progress=False)
 
 
 def test_dense_form_refuses_what_does_not_fit_in_memory(monkeypatch):
     inten, geo, _ = simulate(8, 0.4)
-    monkeypatch.setattr(gd.common, "available_memory", lambda device="cpu": 2**10)
+    monkeypatch.setattr("flowtie_dask.backend.available_memory", lambda device="cpu": 2**10)
     with pytest.raises(ValueError, match=r"dense form needs 0\.0 GiB, more than the 0\.0 GiB.*form='diagonal'"):
         dense_gd_reconstruct(inten, geo, iterations=1)
 
 
 def test_memory_check_refuses_a_scan_that_does_not_fit(weak, monkeypatch):
     inten, geo, _ = weak
-    monkeypatch.setattr(gd.common, "available_memory", lambda device="cpu": 2**20)
+    monkeypatch.setattr("flowtie_dask.backend.available_memory", lambda device="cpu": 2**20)
     with pytest.raises(ValueError, match=r"needs [\d.]+ GiB, more than the 0\.0 GiB available.*--method tie"):
         gd_reconstruct(inten, geo, iterations=1)
-    monkeypatch.setattr(gd.common, "available_memory", lambda device="cpu": 64 * 2**30)
+    monkeypatch.setattr("flowtie_dask.backend.available_memory", lambda device="cpu": 64 * 2**30)
     big = dataclasses.replace(geo, scan_shape=(2048, 2048), scan_step=(0.2, 0.2), detector_shape=(256, 256),
                               detector_sampling=(1 / (256 * 0.2),) * 2)
     with pytest.raises(ValueError, match=r"needs \d+\.\d GiB, more than the 64\.0 GiB available"):

@@ -3,7 +3,7 @@
 Thin-specimen (diagonal A) form. A = diag(O) with O the complex object on the object grid of
 :meth:`~flowtie_dask.geometry.ReconstructionGeometry.object_grid`; the paper's dense N²×N² form is
 :func:`dense_gd_reconstruct` (periodic scans up to 64×64 pixels: the Table 1 settings, where the
-scan visits every pixel and P is applied by FFTs; ``gd_reconstruct_store(form="dense")``). It fits
+scan visits every pixel and P is applied by FFTs; ``--method gd-dense``). It fits
 the data far better than the diagonal form (N⁴ unknowns) but through off-diagonal entries, so its
 object is poor — no better than TIE, as in the paper's GD column. For every
 scan position r̂ the diagonal model is
@@ -56,13 +56,12 @@ Memory: the whole scan is held on the device (√I as float32) and every iterati
 step; positions are batched inside an iteration only to bound the autograd buffers. The estimate
 :func:`gd_memory_estimate` is checked against :func:`available_memory` before anything is allocated.
 
-No dask or zarr here except through :func:`flowtie_dask.store.open_scan_store` in
-:func:`gd_reconstruct_store`.
+No dask or zarr here: on a scan store the two forms run as the methods ``gd`` and ``gd-dense``
+(:mod:`flowtie_dask.methods.gd`), the runner reading the scans (:func:`flowtie_dask.runner.reconstruct`).
 
-The package: :mod:`.common` (steps, torch device, memory estimate and checks, probe spectra, the
-optimiser), :mod:`.diagonal` (the diagonal form, :func:`gd_reconstruct`), :mod:`.dense` (the dense form,
-:func:`dense_gd_reconstruct`) and :mod:`.store` (:func:`gd_reconstruct_store`). :func:`available_memory`
-lives in :mod:`flowtie_dask.backend`.
+The package: :mod:`.common` (steps, torch device, memory estimates and checks, probe spectra, the
+optimiser), :mod:`.diagonal` (the diagonal form, :func:`gd_reconstruct`) and :mod:`.dense` (the dense form,
+:func:`dense_gd_reconstruct`). :func:`available_memory` lives in :mod:`flowtie_dask.backend`.
 """
 
 from __future__ import annotations
@@ -89,13 +88,11 @@ from .common import (  # noqa: F401
 )
 from .dense import _dense_run, _translation_kernels, dense_gd_reconstruct  # noqa: F401
 from .diagonal import _DiagonalModel, _illumination, _layout, _run, _window_offsets, gd_reconstruct  # noqa: F401
-from .store import gd_reconstruct_store
 
 __all__ = [
     "GDDivergedError",
     "available_memory",
     "gd_memory_estimate",
     "gd_reconstruct",
-    "gd_reconstruct_store",
     "dense_gd_reconstruct",
 ]

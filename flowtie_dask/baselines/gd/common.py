@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from ...backend import available_memory
+from ... import backend
+from ...backend import MEMORY_HEADROOM, available_memory, require_memory  # noqa: F401 (re-exported)
 from ...geometry import ReconstructionGeometry
 from ...physics.optics import Aberrations, probe_fourier
 
@@ -23,8 +24,6 @@ DEFAULT_LR_ADAM = 0.03
 #: Bytes of autograd working memory per pattern pixel during one batch's forward + backward
 #: (window gather, product, FFT, |E|, residual and their gradients; measured ≈ 60 B on CPU, rounded up).
 AUTOGRAD_BYTES_PER_PIXEL = 96
-#: Fraction of the available memory a run may plan to use.
-MEMORY_HEADROOM = 0.7
 #: The misfit compares sqrt(|E|² + ε²) with sqrt(I + ε²), ε = AMPLITUDE_EPS · rms(√I). Where the model's
 #: far field is zero (the dark field of the flat starting object), d|E|/dE = E/|E| is the direction of FFT
 #: round-off: the first steps, and all later ones, then depended on the FFT library (CPU and GPU differed
@@ -80,8 +79,7 @@ def _plan_batch(n_patterns: int, n_positions: int, detector_shape, object_shape,
                 batch_size: int | None) -> int:
     """Positions per batch that fit in memory, or a ValueError saying how much is needed."""
     scans = max(1, n_patterns // max(1, n_positions))
-    avail = available_memory(device)
-    budget = MEMORY_HEADROOM * avail
+    budget = MEMORY_HEADROOM * backend.available_memory(device)
     if batch_size is not None:
         batch = max(1, min(int(batch_size), n_positions))
     else:
@@ -89,21 +87,23 @@ def _plan_batch(n_patterns: int, n_positions: int, detector_shape, object_shape,
         while batch > _MIN_BATCH and gd_memory_estimate(n_patterns, detector_shape, object_shape,
                                                         batch=batch * scans) > budget:
             batch = max(_MIN_BATCH, batch // 2)
-    need = gd_memory_estimate(n_patterns, detector_shape, object_shape, batch=batch * scans)
-    if need > budget:
-        where = "GPU" if device in ("cuda", "gpu") else "host"
-        raise ValueError(
-            f"gradient descent on {n_patterns} patterns of {detector_shape[0]}×{detector_shape[1]} pixels needs "
-            f"{need / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB available ({where}, "
-            f"{MEMORY_HEADROOM:.0%} usable); crop the scan or use --method tie"
-        )
+    require_memory(gd_memory_estimate(n_patterns, detector_shape, object_shape, batch=batch * scans),
+                   device=device, what=f"gradient descent on {n_patterns} patterns of "
+                   f"{detector_shape[0]}×{detector_shape[1]} pixels",
+                   instead="crop the scan or use a tiled method (--method tie, flowtie or icom)")
     return batch
 
 
 def _check_dense(geometry: ReconstructionGeometry, device: str = "cpu", n_scans: int = 1) -> None:
-    """Refuse grids the dense form cannot hold (object grid ≠ detector window, above 64×64, or more
-    memory than available: A, its gradient and the FFT/exit-wave/far-field buffers of every scan fitted,
-    counted as (6 + 4·scans) complex64 N²×N² arrays)."""
+    """Refuse grids the dense form cannot hold (:func:`check_dense_grid`) or more memory than available
+    (:func:`dense_memory_estimate`)."""
+    check_dense_grid(geometry)
+    require_memory(dense_memory_estimate(geometry, n_scans), device=device, what="the dense form",
+                   instead="use the diagonal form (form='diagonal', --method gd)")
+
+
+def check_dense_grid(geometry: ReconstructionGeometry) -> None:
+    """Refuse grids the dense form cannot hold: object grid ≠ detector window, or above 64×64 pixels."""
     shape, _ = geometry.object_grid(periodic=True)
     qx, qy = geometry.detector_shape
     if tuple(shape) != (qx, qy):
@@ -111,11 +111,13 @@ def _check_dense(geometry: ReconstructionGeometry, device: str = "cpu", n_scans:
                          f"detector {(qx, qy)}: use the diagonal form (form='diagonal')")
     if qx * qy > 4096:
         raise ValueError(f"the dense A has {qx * qy}² entries; use the diagonal form for grids above 64×64 pixels")
-    need = (6 + 4 * n_scans) * 8 * (qx * qy) ** 2
-    have = available_memory(device)
-    if need > MEMORY_HEADROOM * have:
-        raise ValueError(f"the dense form needs {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB "
-                         "available: use the diagonal form (form='diagonal')")
+
+
+def dense_memory_estimate(geometry: ReconstructionGeometry, n_scans: int = 1) -> int:
+    """Bytes the dense form needs: A, its gradient and the FFT/exit-wave/far-field buffers of every scan
+    fitted, counted as (6 + 4·scans) complex64 N²×N² arrays (N² = Qx·Qy detector pixels)."""
+    qx, qy = geometry.detector_shape
+    return (6 + 4 * int(n_scans)) * 8 * (qx * qy) ** 2
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ def _scans_used(geometry: ReconstructionGeometry, use_all_defocus: bool) -> list
     """Indices (in the store's order) of the scans fitted: the focus alone, or all three."""
     if use_all_defocus:
         return [0, 1, 2]
-    return [int(np.argsort(np.asarray(geometry.c10, dtype=float))[1])]
+    return [geometry.focus_index]
 
 
 def probe_spectra(geometry: ReconstructionGeometry, scans: list[int]) -> np.ndarray:
