@@ -24,8 +24,9 @@ def main():
     import torch
 
     from flowtie_dask.evaluate import evaluate_result
+    from flowtie_dask.methods import get_method
     from flowtie_dask.model.train import TrainingConfig, train
-    from flowtie_dask.pipeline import reconstruct_store
+    from flowtie_dask.runner import reconstruct
 
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -37,7 +38,7 @@ def main():
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    tie = {t: evaluate_result(reconstruct_store(t, progress=False), t)["mse"] for t in args.test}
+    tie = {t: evaluate_result(reconstruct(t, get_method("tie"), progress=False), t)["mse"] for t in args.test}
     rows = []
     for name in args.variants:
         v = dict(VARIANTS[name])
@@ -49,7 +50,7 @@ def main():
         t0 = time.perf_counter()
         hist = train(args.data, out, cfg, progress=False, log=lambda s: None)["history"]
         secs = time.perf_counter() - t0
-        mse = {t: evaluate_result(reconstruct_store(t, method="flowtie", model=out, progress=False), t)["mse"]
+        mse = {t: evaluate_result(reconstruct(t, get_method("flowtie", model=out), progress=False), t)["mse"]
                for t in args.test}
         n_params = sum(p.numel() for p in torch.load(out, weights_only=True)["state_dict"].values())
         rows.append((name, hist[-1]["validation"], mse, secs, n_params))

@@ -16,9 +16,8 @@ import os
 import numpy as np
 
 from flowtie_dask.evaluate import evaluate_result
-from flowtie_dask.model.inference import FlowTIEPhase
-from flowtie_dask.pipeline import reconstruct_store
-from flowtie_dask.reconstruct import tie_phase_of_tile
+from flowtie_dask.methods import Method, get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 from flowtie_dask.store import open_scan_store
 from flowtie_dask.tie import defocus_derivative
@@ -27,20 +26,30 @@ from flowtie_dask.tie import defocus_derivative
 SETTINGS = [("GaAs", 2, 1), ("GaAs", 2, 5), ("SrTiO3", 3, 1), ("SrTiO3", 3, 5)]
 
 
-class Mixed:
-    """Probe-frame phase: the truth where ``mask`` (Qx, Qy) is set, else ``base``'s (the truth alone if None).
+class Mixed(Method):
+    """A per-tile method (not registered): the probe-frame phase is the truth where ``mask`` (Qx, Qy) is set,
+    else the phase of the method ``base`` (the truth alone if None).
 
-    Valid for whole-scan tiles only (the truth is the whole scan's)."""
+    Valid for whole-scan tiles only (the truth is the whole scan's). The base method's ``check`` and ``needs``
+    are not applied (one whole-scan tile needs no halo)."""
 
-    __name__ = "oracle"
+    name = "oracle"
+    summary = "the exact probe-frame phase where a detector mask is set, a base method's elsewhere"
+    kind = "tile"
 
-    def __init__(self, truth, base=None, mask=None):
-        self.truth, self.base, self.mask = truth, base, mask
+    def __init__(self, truth, base: Method | None = None, mask=None, *, label: str = "oracle"):
+        self.truth, self.base, self.mask, self.label = truth, base, mask, label
 
-    def __call__(self, intensity, geometry, *, boundary):
+    def identity(self) -> tuple:
+        return (self.name, self.label)
+
+    def attrs(self) -> dict:
+        return {"method": self.name, "model": None, "symmetry": "none"}
+
+    def phase(self, intensity, geometry, *, boundary):
         if self.base is None:
             return defocus_derivative(intensity, geometry.c10)[1], self.truth
-        i0, phase = self.base(intensity, geometry, boundary=boundary)
+        i0, phase = self.base.phase(intensity, geometry, boundary=boundary)
         return i0, np.where(self.mask[None, None], self.truth, phase)
 
 
@@ -51,7 +60,7 @@ def main():
     p.add_argument("--settings", nargs="+", type=int, default=[0, 1, 2, 3])
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    flowtie = FlowTIEPhase(args.model)
+    bases = {"TIE": get_method("tie"), "FlowTIE": get_method("flowtie", model=args.model)}
     rows = []
     for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
         path = os.path.join(args.out, f"{material}_{cells}cells_pf.zarr")
@@ -65,14 +74,13 @@ def main():
         bright = mean > 0.1 * mean.max()
 
         def mse(method, path=path):
-            return evaluate_result(reconstruct_store(path, phase_method=method, tile_size=None, progress=False),
-                                   path)["mse"]
+            return evaluate_result(reconstruct(path, method, tile_size=None, progress=False), path)["mse"]
 
         row = {"setting": f"{material} {cells} cells", "oracle": mse(Mixed(truth))}
-        for name, base in (("TIE", tie_phase_of_tile), ("FlowTIE", flowtie)):
-            row[name] = mse(Mixed(truth, base, np.zeros_like(bright)))
-            row[f"{name}+BF"] = mse(Mixed(truth, base, bright))
-            row[f"{name}+DF"] = mse(Mixed(truth, base, ~bright))
+        for name, base in bases.items():
+            row[name] = mse(Mixed(truth, base, np.zeros_like(bright), label=name))
+            row[f"{name}+BF"] = mse(Mixed(truth, base, bright, label=f"{name}+BF"))
+            row[f"{name}+DF"] = mse(Mixed(truth, base, ~bright, label=f"{name}+DF"))
         rows.append(row)
         print(row, flush=True)
     cols = ["oracle", "TIE", "TIE+BF", "TIE+DF", "FlowTIE", "FlowTIE+BF", "FlowTIE+DF"]

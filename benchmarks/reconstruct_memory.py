@@ -13,7 +13,8 @@ import resource
 import time
 
 from flowtie_dask.cluster import cluster_client
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.methods import get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 
 
@@ -41,7 +42,8 @@ def main():
         data = 3 * n * n * 64 * 64 * 4 / 2**20
         with cluster_client(workers=args.workers, threads=1, dashboard=None, announce=None) as client:
             t0 = time.perf_counter()
-            res = reconstruct_store(path, tile_size=args.tile, halo=args.halo, client=client, progress=False)
+            res = reconstruct(path, get_method("tie"), tile_size=args.tile, halo=args.halo, client=client,
+                              progress=False)
             wall = time.perf_counter() - t0
             peaks = client.run(peak_mib)
         print(f"{n:>4d}x{n:<3d} {data:9.0f} {res.attrs['n_tiles']:6d} {wall:7.1f} {max(peaks.values()):16.0f}", flush=True)

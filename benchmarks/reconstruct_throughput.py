@@ -18,7 +18,8 @@ import numpy as np
 
 from flowtie_dask.cluster import cluster_client
 from flowtie_dask.evaluate import evaluate_result
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.methods import get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 from flowtie_dask.store import open_scan_store, write_scan_store, write_truth
 
@@ -73,8 +74,8 @@ def main():
                             announce=None) as client:
             for method in args.methods:
                 t0 = time.perf_counter()
-                res = reconstruct_store(big, method=method, tile_size=args.tile, halo=args.halo, client=client,
-                                        progress=False, device="gpu" if args.gpus else "cpu")
+                res = reconstruct(big, get_method(method), tile_size=args.tile, halo=args.halo, client=client,
+                                  progress=False, device="gpu" if args.gpus else "cpu")
                 wall = time.perf_counter() - t0
                 mse = evaluate_result(res, big)["mse"]
                 print(f"{method:8s} {threads:7d} {wall:7.1f} {n_patterns / wall:11.0f} {1e3 * gbytes / wall:6.0f} "

@@ -16,7 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from flowtie_dask.reconstruct import tie_phase_of_tile
+from flowtie_dask.methods import get_method
+from flowtie_dask.methods.tie import TIE
+from flowtie_dask.runner import reconstruct
 
 SIM = ["--lateral-cells", "1", "--detector-pixels", "16", "--gpts", "32", "--no-progress", "--workers", "0"]
 
@@ -34,21 +36,24 @@ def store(tmp_path_factory):
     return str(path)
 
 
-class KillOnce:
-    """TIE, but the first call (in any worker) kills its worker process; marker file makes it once only."""
-
-    __name__ = "tie"
+class KillOnce(TIE):
+    """TIE, but the first tile's phase (in any worker) kills its worker process; marker file makes it once only
+    (``always``: every call kills its worker). Picklable: the marker is a path."""
 
     def __init__(self, marker, *, always=False):
+        super().__init__()
         self.marker, self.always = str(marker), always
 
-    def __call__(self, intensity, geometry, *, boundary):
+    def identity(self) -> tuple:
+        return ("tie-kill-once", self.eps, self.marker, self.always)
+
+    def phase(self, intensity, geometry, *, boundary):
         if self.always:
             os._exit(3)
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return tie_phase_of_tile(intensity, geometry, boundary=boundary)
+            return super().phase(intensity, geometry, boundary=boundary)
         os.close(fd)
         os._exit(3)
 
@@ -58,14 +63,11 @@ def test_killed_worker_is_replaced_and_the_phase_is_bit_identical(store, tmp_pat
     import dask
     from distributed import Client, LocalCluster
 
-    from flowtie_dask.pipeline import reconstruct_store
-
-    ref = reconstruct_store(store, tile_size=8, halo=4, progress=False)
+    ref = reconstruct(store, get_method("tie"), tile_size=8, halo=4, progress=False)
     with dask.config.set({"distributed.scheduler.allowed-failures": 3}), \
             LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as lc, \
             Client(lc) as client:
-        res = reconstruct_store(store, tile_size=8, halo=4, progress=False, client=client,
-                                phase_method=KillOnce(tmp_path / "killed"))
+        res = reconstruct(store, KillOnce(tmp_path / "killed"), tile_size=8, halo=4, progress=False, client=client)
     assert (tmp_path / "killed").exists()  # a worker really died
     np.testing.assert_array_equal(res.phase, ref.phase)
 
@@ -76,14 +78,13 @@ def test_a_tile_that_kills_every_worker_is_named_in_one_line(store, tmp_path):
     from distributed import Client, LocalCluster
 
     from flowtie_dask.cluster import ClusterError
-    from flowtie_dask.pipeline import reconstruct_store
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
             LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as lc, \
             Client(lc) as client:
         with pytest.raises(ClusterError) as err:
-            reconstruct_store(store, tile_size=12, halo=2, progress=False, client=client,
-                              phase_method=KillOnce(tmp_path / "k", always=True))
+            reconstruct(store, KillOnce(tmp_path / "k", always=True), tile_size=12, halo=2, progress=False,
+                        client=client)
     msg = str(err.value)
     assert "\n" not in msg
     assert "died 2 times" in msg and "out of memory" in msg
@@ -175,16 +176,14 @@ def test_ctrl_c_on_a_local_cluster_prints_one_line_not_worker_tracebacks(store, 
 
 
 def test_a_damaged_kept_tile_is_recomputed_not_loaded(store, tmp_path):
-    from flowtie_dask.pipeline import reconstruct_store
-
     cache = tmp_path / "cache"
-    ref = reconstruct_store(store, tile_size=12, halo=4, progress=False, cache=str(cache))
+    ref = reconstruct(store, get_method("tie"), tile_size=12, halo=4, progress=False, cache=str(cache))
     kept = sorted(os.listdir(cache))
     assert len(kept) == 4 and ref.attrs["tiles_computed"] == 4
     with open(cache / kept[0], "r+b") as f:  # a partial cut short by a crash of the file system
         f.truncate(100)
     (cache / kept[1]).write_bytes(b"")
-    again = reconstruct_store(store, tile_size=12, halo=4, progress=False, cache=str(cache))
+    again = reconstruct(store, get_method("tie"), tile_size=12, halo=4, progress=False, cache=str(cache))
     assert again.attrs["tiles_reused"] == 2 and again.attrs["tiles_computed"] == 2
     np.testing.assert_array_equal(again.phase, ref.phase)
 

@@ -4,7 +4,8 @@ such in the store reconstructs like the plain one."""
 import numpy as np
 import pytest
 
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.methods import get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 from flowtie_dask.store import open_scan_store, write_scan_store
 
@@ -40,25 +41,25 @@ def _same(a, b):
     ],
 )
 def test_orientation_metadata_is_honoured(plain, tmp_path, name, transform, meta):
-    ref = reconstruct_store(plain, progress=False)
+    ref = reconstruct(plain, get_method("tie"), progress=False)
     var = np.var(ref.phase)
     moved = _rewrite(plain, str(tmp_path / f"{name}.zarr"), transform, **meta)
     if name == "rotated":  # a quarter-turn moves the centre pixel of an even detector by one
         st = open_scan_store(moved)
         assert st.metadata.detector_center == (12.0, 12.0)
-    res = reconstruct_store(moved, progress=False)
+    res = reconstruct(moved, get_method("tie"), progress=False)
     assert _same(res, ref) < 1e-2 * var  # a quarter-turn of an even detector moves its edge row: 0.2 %
     # ignoring the metadata gives a visibly different (wrong) reconstruction
     wrong = _rewrite(plain, str(tmp_path / f"{name}_ignored.zarr"), transform)
-    assert _same(reconstruct_store(wrong, progress=False), ref) > 0.05 * var
+    assert _same(reconstruct(wrong, get_method("tie"), progress=False), ref) > 0.05 * var
 
 
 def test_bright_field_offset_is_honoured(plain, tmp_path):
-    ref = reconstruct_store(plain, progress=False)
+    ref = reconstruct(plain, get_method("tie"), progress=False)
     var = np.var(ref.phase)
     # the unscattered beam lands one pixel further along Qx: zero frequency at pixel 13 instead of 12
     shifted = _rewrite(plain, str(tmp_path / "off.zarr"), lambda x: np.roll(x, 1, axis=-2), detector_center=(13.0, 12.0))
-    res = reconstruct_store(shifted, progress=False)
+    res = reconstruct(shifted, get_method("tie"), progress=False)
     assert _same(res, ref) < 0.05 * var
     ignored = _rewrite(plain, str(tmp_path / "off_ignored.zarr"), lambda x: np.roll(x, 1, axis=-2))
-    assert _same(reconstruct_store(ignored, progress=False), ref) > 4 * _same(res, ref)
+    assert _same(reconstruct(ignored, get_method("tie"), progress=False), ref) > 4 * _same(res, ref)

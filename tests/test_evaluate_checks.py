@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from flowtie_dask.evaluate import check_truth_matches, evaluate_result
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.methods import get_method
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 from flowtie_dask.store import open_scan_store
 
@@ -28,7 +29,7 @@ def stores(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def result(stores):
-    return reconstruct_store(stores["one"], progress=False, halo=4)
+    return reconstruct(stores["one"], get_method("tie"), progress=False, halo=4)
 
 
 def test_its_own_truth_is_accepted(stores, result):
@@ -46,7 +47,7 @@ def test_a_truth_of_another_field_of_view_is_refused(stores, result):
         evaluate_result(result, stores["two"])
     assert "\n" not in str(info.value)
     # the other way round too, and for a non-periodic reconstruction (scan plus one probe window)
-    big = reconstruct_store(stores["two"], progress=False, periodic=False, halo=4)
+    big = reconstruct(stores["two"], get_method("tie"), progress=False, periodic=False, halo=4)
     with pytest.raises(ValueError, match=r"the truth store's scan gives a non-periodic object of .* Å, the result "
                                          r".* Å: give the store the result was reconstructed from"):
         evaluate_result(big, stores["one"])

@@ -28,13 +28,14 @@ def test_reconstruct_tile_on_cupy_equals_numpy():
 @pytest.mark.skipif(importlib.util.find_spec("dask_cuda") is None, reason="dask-cuda (the [gpu] extra) is not installed")
 def test_local_cuda_cluster_runs_the_pipeline(tmp_path):
     from flowtie_dask.cluster import cluster_client
-    from flowtie_dask.pipeline import reconstruct_store
+    from flowtie_dask.methods import get_method
+    from flowtie_dask.runner import reconstruct
     from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 
     path = simulate_to_store(SimulationParameters(material="GaAs", lateral_cells=1, scan_pixels=16, detector_pixels=24,
                                                   gpts=32), str(tmp_path / "g.zarr"), progress=False)
-    cpu = reconstruct_store(path, tile_size=8, halo=4, progress=False)
+    cpu = reconstruct(path, get_method("tie"), tile_size=8, halo=4, progress=False)
     with cluster_client(gpus=1, dashboard=None, announce=None) as client:
-        gpu = reconstruct_store(path, tile_size=8, halo=4, client=client, progress=False, device="gpu")
+        gpu = reconstruct(path, get_method("tie"), tile_size=8, halo=4, client=client, progress=False, device="gpu")
     d = np.angle(np.exp(1j * (gpu.phase - cpu.phase)))
     assert np.mean((d - d.mean()) ** 2) < 1e-8

@@ -537,9 +537,10 @@ def _spoiled_copy(src, dst, spoil):
 
 def _mse(path, **kw):
     from flowtie_dask.evaluate import evaluate_result
-    from flowtie_dask.pipeline import reconstruct_store
+    from flowtie_dask.methods import get_method
+    from flowtie_dask.runner import reconstruct
 
-    result = reconstruct_store(path, progress=False, **kw)
+    result = reconstruct(path, get_method("tie"), progress=False, **kw)
     return evaluate_result(result, path)["mse"], result
 
 

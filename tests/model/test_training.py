@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from flowtie_dask.geometry import ReconstructionGeometry
+from flowtie_dask.methods import get_method
 from flowtie_dask.model.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from flowtie_dask.model.dataset import TileDataset, TileSpec, split_members
 from flowtie_dask.model.train import TrainingConfig, train
-from flowtie_dask.pipeline import reconstruct_store
+from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.collection import open_collection, simulate_collection
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
 from flowtie_dask.store import open_scan_store
@@ -152,10 +153,9 @@ def test_several_collections_are_split_one_by_one(collection):
 
 
 def test_in_memory_refuses_a_collection_larger_than_memory(collection, monkeypatch):
-    import flowtie_dask.baselines.gd as gd
-
-    monkeypatch.setattr(gd, "available_memory", lambda device="cpu": 2**20)
-    with pytest.raises(ValueError, match="needs 0.0 GiB, more than 70% of the 0.0 GiB available; train without --in-memory"):
+    monkeypatch.setattr("flowtie_dask.backend.available_memory", lambda device="cpu": 2**20)
+    with pytest.raises(ValueError, match=r"in memory needs 0\.0 GiB, more than the 0\.0 GiB available \(host, 70% usable\); "
+                       "train without --in-memory"):
         TileDataset(open_collection(collection), TileSpec(tile=8, n_q=32), in_memory=True)
 
 
@@ -254,32 +254,32 @@ def test_flowtie_tiled_equals_whole_scan(trained, tmp_path):
     store = simulate_to_store(SimulationParameters(material="GaAs", scan_pixels=32, detector_pixels=16, gpts=24,
                                                    lateral_cells=1), str(tmp_path / "g.zarr"), progress=False)
     with pytest.raises(CheckpointError, match="scan_step_A"):
-        reconstruct_store(store, method="flowtie", model=out, progress=False)
+        reconstruct(store, get_method("flowtie", model=out), progress=False)
     # a held-out structure from the same generator and optics
     store = simulate_to_store(SimulationParameters(material="random-cubic", seed=14, **OPTICS),
                               str(tmp_path / "g2.zarr"), progress=False)
-    whole = reconstruct_store(store, method="flowtie", model=out, progress=False)
+    whole = reconstruct(store, get_method("flowtie", model=out), progress=False)
     assert whole.attrs["method"] == "flowtie" and whole.attrs["model"] == os.path.abspath(out)
     mse_whole = evaluate_result(whole, store)["mse"]
     for tile in (8, (4, 16)):
-        tiled = reconstruct_store(store, method="flowtie", model=out, tile_size=tile, halo=8, progress=False)
+        tiled = reconstruct(store, get_method("flowtie", model=out), tile_size=tile, halo=8, progress=False)
         assert tiled.attrs["integration"] == "global" and tiled.attrs["n_tiles"] == 4
         d = np.angle(np.exp(1j * (tiled.phase - whole.phase)))
         assert float(np.mean((d - d.mean()) ** 2)) <= 0.05 * mse_whole  # measured ~1e-7 of it
     # the symmetry-averaged model is as local as the plain one: tiled still equals whole
-    whole_sym = reconstruct_store(store, method="flowtie", model=out, progress=False, symmetry="d4")
-    tiled_sym = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False,
-                                  symmetry="d4")
+    whole_sym = reconstruct(store, get_method("flowtie", model=out, symmetry="d4"), progress=False)
+    tiled_sym = reconstruct(store, get_method("flowtie", model=out, symmetry="d4"), tile_size=8, halo=8,
+                            progress=False)
     assert whole_sym.attrs["symmetry"] == tiled_sym.attrs["symmetry"] == "d4"
     d = np.angle(np.exp(1j * (tiled_sym.phase - whole_sym.phase)))
     assert float(np.mean((d - d.mean()) ** 2)) <= 0.05 * mse_whole
     d = np.angle(np.exp(1j * (whole_sym.phase - whole.phase)))
     assert float(np.mean((d - d.mean()) ** 2)) > 1e-4 * mse_whole  # and it is not the plain prediction
-    with pytest.raises(ValueError, match="use it with method='flowtie'"):
-        reconstruct_store(store, method="tie", symmetry="mirror", progress=False)
+    with pytest.raises(ValueError, match="method 'tie' takes no option 'symmetry'"):
+        get_method("tie", symmetry="mirror")
     # integrating inside each tile instead is what the global path avoids
-    local = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, integration="tile",
-                              progress=False)
+    local = reconstruct(store, get_method("flowtie", model=out), tile_size=8, halo=8, integration="tile",
+                        progress=False)
     assert local.attrs["integration"] == "tile"
 
 
@@ -308,12 +308,12 @@ def test_ddp_under_torchrun_on_cpu(collection, tmp_path):
 
 @requires_gpu
 def test_flowtie_on_gpu_equals_cpu(trained, tmp_path):
-    """The pipeline's FlowTIE on CuPy tiles (model on the GPU through DLPack) gives the CPU's phase."""
+    """The runner's FlowTIE on CuPy tiles (model on the GPU through DLPack) gives the CPU's phase."""
     out, _, _ = trained
     store = simulate_to_store(SimulationParameters(material="random-cubic", seed=14, **OPTICS),
                               str(tmp_path / "g.zarr"), progress=False)
-    cpu = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False)
-    gpu = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False, device="gpu")
+    cpu = reconstruct(store, get_method("flowtie", model=out), tile_size=8, halo=8, progress=False)
+    gpu = reconstruct(store, get_method("flowtie", model=out), tile_size=8, halo=8, progress=False, device="gpu")
     d = np.angle(np.exp(1j * (gpu.phase - cpu.phase)))
     assert float(np.mean((d - d.mean()) ** 2)) < 1e-6 * float(np.var(cpu.phase))
 
@@ -326,13 +326,13 @@ def test_flowtie_global_integration_on_a_distributed_cluster(trained, tmp_path):
     out, _, _ = trained
     store = simulate_to_store(SimulationParameters(material="random-cubic", seed=14, **OPTICS),
                               str(tmp_path / "g.zarr"), progress=False)
-    local = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, progress=False)
+    local = reconstruct(store, get_method("flowtie", model=out), tile_size=8, halo=8, progress=False)
     import dask
 
-    # large scans would make dask pick P2P for these rechunks; the pipeline must not, even when configured
+    # large scans would make dask pick P2P for these rechunks; the runner must not, even when configured
     with cluster_client(workers=2, dashboard=None, announce=None) as client, \
             dask.config.set({"array.rechunk.method": "p2p"}):
-        dist = reconstruct_store(store, method="flowtie", model=out, tile_size=8, halo=8, client=client,
-                                 progress=False)
+        dist = reconstruct(store, get_method("flowtie", model=out), tile_size=8, halo=8, client=client,
+                           progress=False)
     assert dist.attrs["integration"] == "global"
     np.testing.assert_allclose(dist.phase, local.phase, atol=1e-5)

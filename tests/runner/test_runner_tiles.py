@@ -1,3 +1,6 @@
+"""The runner's tiling: tiled equals whole-scan TIE, the Dask graph equals the plain per-tile kernels, tiles
+cover the scan once, non-periodic objects, results on disk, and refused arguments."""
+
 import os
 
 import numpy as np
@@ -5,11 +8,15 @@ import pytest
 
 from flowtie_dask.evaluate import evaluate_result
 from flowtie_dask.geometry import ReconstructionGeometry
-from flowtie_dask.pipeline import _accumulate, plan_tiles, reconstruct_store, tile_task
+from flowtie_dask.methods import get_method
 from flowtie_dask.projection import divide_illumination
 from flowtie_dask.results import open_result, write_result
+from flowtie_dask.runner import reconstruct
+from flowtie_dask.runner.graph import accumulate
+from flowtie_dask.runner.tasks import tile_task
+from flowtie_dask.runner.tiles import plan_tiles
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
-from flowtie_dask.store import open_scan_store
+from flowtie_dask.store import StoreHandle, open_scan_store
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +35,8 @@ def small(tmp_path_factory):
 
 
 def test_tiled_equals_whole_scan(gaas64):
-    whole = reconstruct_store(gaas64, progress=False)
-    tiled = reconstruct_store(gaas64, tile_size=32, halo=16, progress=False)
+    whole = reconstruct(gaas64, get_method("tie"), progress=False)
+    tiled = reconstruct(gaas64, get_method("tie"), tile_size=32, halo=16, progress=False)
     assert tiled.attrs["n_tiles"] == 4
     ev = evaluate_result(whole, gaas64)
     mse_whole_truth = ev["mse"]
@@ -46,9 +53,10 @@ def test_dask_pipeline_equals_the_plain_kernels(small, tile):
     g = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape, detector_shape=st.detector_shape)
     shape, _ = g.object_grid(periodic=True)
     tiles = plan_tiles(st.scan_shape, tile, 4, periodic=True)
-    num, ill, _ = _accumulate(shape, *[tile_task(st.path, g, t, periodic=True) for t in tiles])  # inline NumPy
+    tie, handle = get_method("tie"), StoreHandle(st.path)
+    num, ill, _ = accumulate(shape, *[tile_task(handle, g, t, method=tie, periodic=True) for t in tiles])  # inline
     expected = np.angle(divide_illumination(num, ill))
-    res = reconstruct_store(small, tile_size=tile, halo=4, progress=False)
+    res = reconstruct(small, tie, tile_size=tile, halo=4, progress=False)
     np.testing.assert_allclose(res.illumination, ill, rtol=1e-10)
     np.testing.assert_allclose(np.angle(np.exp(1j * (res.phase - expected))), 0, atol=1e-6)
 
@@ -68,19 +76,19 @@ def test_tiles_cover_the_scan_once():
 
 
 def test_non_periodic_reconstruction_of_a_periodic_scan(small):
-    res = reconstruct_store(small, periodic=False, progress=False)
+    res = reconstruct(small, get_method("tie"), periodic=False, progress=False)
     st = open_scan_store(small)
     assert res.phase.shape == (48, 48)  # (Rx − 1)·step/pixel + Q + 1 = 23 + 24 + 1
     assert res.origin[0] < 0
     ev = evaluate_result(res, small)
-    per = evaluate_result(reconstruct_store(small, progress=False), small)
+    per = evaluate_result(reconstruct(small, get_method("tie"), progress=False), small)
     assert ev["mse"] < 0.5 * ev["truth_variance"]
     assert ev["mse"] < 3 * per["mse"]
     assert st.metadata.periodic
 
 
 def test_result_round_trip_and_preview(small, tmp_path):
-    res = reconstruct_store(small, progress=False)
+    res = reconstruct(small, get_method("tie"), progress=False)
     out = write_result(res, str(tmp_path / "r.zarr"))
     back = open_result(out)
     np.testing.assert_allclose(back.phase, res.phase, atol=1e-6)
@@ -96,7 +104,7 @@ def test_result_round_trip_and_preview(small, tmp_path):
 def test_a_failed_reconstruction_leaves_no_result(small, tmp_path, monkeypatch):
     import flowtie_dask.results as results
 
-    res = reconstruct_store(small, progress=False)
+    res = reconstruct(small, get_method("tie"), progress=False)
     monkeypatch.setattr(results, "save_preview", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         write_result(res, str(tmp_path / "r.zarr"))
@@ -105,6 +113,6 @@ def test_a_failed_reconstruction_leaves_no_result(small, tmp_path, monkeypatch):
 
 def test_bad_arguments(small):
     with pytest.raises(ValueError, match="unknown method"):
-        reconstruct_store(small, method="magic", progress=False)
+        get_method("magic")
     with pytest.raises(ValueError, match="halo must be"):
-        reconstruct_store(small, tile_size=8, halo=-1, progress=False)
+        reconstruct(small, get_method("tie"), tile_size=8, halo=-1, progress=False)
