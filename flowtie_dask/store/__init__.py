@@ -26,66 +26,32 @@ are still read.
 The package's modules: :mod:`.metadata` (schema constants, :class:`ScanStoreError`, :class:`ScanMetadata`,
 :func:`default_chunks`), :mod:`.chunks` (chunk keys, positions and presence on disk), :mod:`.layout`
 (:class:`ScanStore`, writing, opening and validating a store), :mod:`.integrity` (:func:`read_block`,
-:func:`check_scan_store`) and :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry). Every name is
-importable from ``flowtie_dask.store``.
+:func:`check_scan_store`) and :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry). Every public name is
+importable from ``flowtie_dask.store``; the private helpers (``_chunk_key`` …) from the module that defines them.
 """
 
 from __future__ import annotations
 
 from typing import Any  # noqa: F401 - resolves ScanStore's annotations (its __module__ is this package)
 
-from .chunks import (  # noqa: F401 - private helpers kept importable from flowtie_dask.store
-    _AXIS_NAMES,
-    _FIX,
-    _array_name,
-    _as_index,
-    _chunk_grid,
-    _chunk_key,
-    _chunk_region,
-    _chunk_where,
-    _decode_problem,
-    _fill_missing_chunks,
-    _missing_chunks,
-    _object_shape,
-    _on_disk,
-    _store_path_of,
-    _stored_keys,
-    _touched,
-)
-from .integrity import (  # noqa: F401
-    BadChunk,
-    StoreCheck,
-    _bad_chunks_in,
-    _open_intensity,
-    _raise_bad,
-    check_scan_store,
-    read_block,
-)
-from .handle import StoreHandle  # noqa: F401
-from .layout import (  # noqa: F401
-    ScanStore,
-    _fail,
-    _is_group,
-    open_scan_store,
-    validate_scan_store,
-    write_scan_store,
-    write_truth,
-)
-from .metadata import (  # noqa: F401
+from .handle import StoreHandle
+from .integrity import BadChunk, StoreCheck, check_scan_store, read_block
+from .layout import ScanStore, open_scan_store, validate_scan_store, write_scan_store, write_truth
+from .metadata import (
     INTENSITY_NORMALIZATION,
     SCHEMA,
     SCHEMA_VERSION,
     UNITS,
     ScanMetadata,
     ScanStoreError,
-    _compressors,
-    _pair,
     default_chunks,
 )
 
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
+    "UNITS",
+    "INTENSITY_NORMALIZATION",
     "ScanStoreError",
     "ScanMetadata",
     "ScanStore",

@@ -8,6 +8,8 @@ import torch
 
 from flowtie_dask.baselines import gd
 from flowtie_dask.baselines.gd import dense_gd_reconstruct, gd_reconstruct
+from flowtie_dask.baselines.gd.common import _plan_batch, _sqrt_fft_order
+from flowtie_dask.baselines.gd.dense import _dense_run
 from flowtie_dask.geometry import ReconstructionGeometry
 from flowtie_dask.methods import get_method
 from flowtie_dask.physics import Aberrations, probe_fourier
@@ -154,9 +156,9 @@ def test_dense_form_by_ffts_equals_the_matrix_product():
     from flowtie_dask.projection import shifted_windows
 
     inten, geo, truth = simulate(8, 0.4)
-    data = gd._sqrt_fft_order(geo.orient(inten[1:2]).reshape(1, 64, 8, 8))
-    runs = [gd._dense_run(data, geo, [1], dev=torch.device("cpu"), iterations=1, lr=None, optimizer="gd",
-                          callback=None, use_fft=f) for f in (True, False)]
+    data = _sqrt_fft_order(geo.orient(inten[1:2]).reshape(1, 64, 8, 8))
+    runs = [_dense_run(data, geo, [1], dev=torch.device("cpu"), iterations=1, lr=None, optimizer="gd",
+                       callback=None, use_fft=f) for f in (True, False)]
     (a_f, l_f, ill_f, proj_f), (a_m, l_m, ill_m, proj_m) = runs
     np.testing.assert_allclose(l_f, l_m, rtol=1e-5)
     assert np.abs(a_f - np.eye(64)).max() > 1e-3  # the step moved A
@@ -173,8 +175,8 @@ def test_dense_form_by_ffts_equals_the_matrix_product():
     # a scan that skips pixels is not circulant: the FFT path is refused, the product used
     half = dataclasses.replace(geo, scan_shape=(4, 4))
     with pytest.raises(ValueError, match="visits every object pixel once"):
-        gd._dense_run(data[:, :16], half, [1], dev=torch.device("cpu"), iterations=1, lr=None, optimizer="gd",
-                      callback=None, use_fft=True)
+        _dense_run(data[:, :16], half, [1], dev=torch.device("cpu"), iterations=1, lr=None, optimizer="gd",
+                   callback=None, use_fft=True)
 
 
 def _write(path, inten, geo, periodic=True):
@@ -237,7 +239,7 @@ def test_memory_check_refuses_a_scan_that_does_not_fit(weak, monkeypatch):
     big = dataclasses.replace(geo, scan_shape=(2048, 2048), scan_step=(0.2, 0.2), detector_shape=(256, 256),
                               detector_sampling=(1 / (256 * 0.2),) * 2)
     with pytest.raises(ValueError, match=r"needs \d+\.\d GiB, more than the 64\.0 GiB available"):
-        gd._plan_batch(2048 * 2048, 2048 * 2048, big.detector_shape, (2048, 2048), "cpu", None)
+        _plan_batch(2048 * 2048, 2048 * 2048, big.detector_shape, (2048, 2048), "cpu", None)
 
 
 def test_memory_estimate_and_available_memory_are_sane():

@@ -61,38 +61,36 @@ No dask or zarr here: on a scan store the two forms run as the methods ``gd`` an
 
 The package: :mod:`.common` (steps, torch device, memory estimates and checks, probe spectra, the
 optimiser), :mod:`.diagonal` (the diagonal form, :func:`gd_reconstruct`) and :mod:`.dense` (the dense form,
-:func:`dense_gd_reconstruct`). :func:`available_memory` lives in :mod:`flowtie_dask.backend`.
+:func:`dense_gd_reconstruct`). :func:`available_memory` lives in :mod:`flowtie_dask.backend`. The public names are
+importable from here; the private helpers (``_dense_run`` …) from the module that defines them.
 """
 
 from __future__ import annotations
 
-# the helpers stay importable from here, as they were from the single module
-from .common import (  # noqa: F401
+from .common import (
     AMPLITUDE_EPS,
     AUTOGRAD_BYTES_PER_PIXEL,
     DEFAULT_LR_ADAM,
     DEFAULT_LR_GD,
     MEMORY_HEADROOM,
     GDDivergedError,
-    _check_dense,
-    _check_initial,
-    _optimise,
-    _plan_batch,
-    _scans_used,
-    _sqrt_fft_order,
-    _step,
-    _torch_device,
     available_memory,
     gd_memory_estimate,
     probe_spectra,
 )
-from .dense import _dense_run, _translation_kernels, dense_gd_reconstruct  # noqa: F401
-from .diagonal import _DiagonalModel, _illumination, _layout, _run, _window_offsets, gd_reconstruct  # noqa: F401
+from .dense import dense_gd_reconstruct
+from .diagonal import gd_reconstruct
 
 __all__ = [
+    "AMPLITUDE_EPS",
+    "AUTOGRAD_BYTES_PER_PIXEL",
+    "DEFAULT_LR_ADAM",
+    "DEFAULT_LR_GD",
+    "MEMORY_HEADROOM",
     "GDDivergedError",
     "available_memory",
     "gd_memory_estimate",
+    "probe_spectra",
     "gd_reconstruct",
     "dense_gd_reconstruct",
 ]
