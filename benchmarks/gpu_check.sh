@@ -34,11 +34,12 @@ python3 -c "import torch, cupy, numpy, dask, zarr; print('torch', torch.__versio
 tests() {
     step tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_backend.py \
         tests/simulate/test_series.py tests/baselines/test_gd.py tests/model/test_training.py tests/test_cluster.py \
+        tests/test_methods_contract.py \
         ${PYTEST_K:+-k "$PYTEST_K"}
 }
 
 table1() {
-    step table1-gpu 260 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie gd gd-dense \
+    step table1-gpu 260 python3 benchmarks/reconstruct_table1.py --device gpu --methods tie flowtie icom gd gd-dense \
         --out "$W/t1"
     step table1-gpu-d4 120 python3 benchmarks/reconstruct_table1.py --device gpu --methods flowtie --symmetry d4 \
         --out "$W/t1"

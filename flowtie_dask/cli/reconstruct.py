@@ -11,6 +11,7 @@ from ..methods import REGISTRY, all_options, get_method, method_help
 from ..results import write_result
 from ..resume import reconstruction_record, resume_workspace
 from ..runner import reconstruct
+from ..store import open_scan_store
 from .options import add_cluster_options, cluster_kwargs, nonnegative_int, pair, positive_int
 
 
@@ -74,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_fields and method.kind != "field":
         raise ValueError(f"--keep-fields keeps predicted gradient fields (--method flowtie); --method {args.method} "
                          "has none")
-    from ..store import open_scan_store
-
     st = open_scan_store(args.store)  # a bad store is named before anything is claimed or started
     if args.halo is not None and args.halo > max(st.scan_shape):
         raise ValueError(f"--halo {args.halo} is larger than the scan ({st.scan_shape[0]}×{st.scan_shape[1]} "
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         workspace = claim_output(args.out, overwrite=args.overwrite, inputs=inputs)
     else:
         record = reconstruction_record(
-            args.store, method=args.method, model=getattr(method, "path", None),
+            args.store, method=args.method, model=method.attrs().get("model"),
             parameters={"tile_size": list(tile) if isinstance(tile, tuple) else tile, "halo": halo,
                         "periodic": args.periodic, "device": device, "method": list(method.identity())})
         workspace = resume_workspace(args.out, record=record, resume=args.resume, overwrite=args.overwrite,

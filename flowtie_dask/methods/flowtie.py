@@ -3,6 +3,7 @@ fields, integrated over the whole scan, then projected; one tile is integrated w
 
 from __future__ import annotations
 
+from ..model.inference import FlowTIEPhase  # light: torch is imported when a model is loaded
 from . import register
 from .base import Method, Needs, Option
 
@@ -25,8 +26,6 @@ class FlowTIE(Method):
     )
 
     def __init__(self, *, model: str | None = None, symmetry: str = "none"):
-        from ..model.inference import FlowTIEPhase  # torch: imported only when FlowTIE is used
-
         if symmetry not in ("none", "mirror", "d4"):
             raise ValueError(f"symmetry must be 'none', 'mirror' or 'd4', got {symmetry!r}")
         self._phase = FlowTIEPhase(model, symmetry=symmetry)

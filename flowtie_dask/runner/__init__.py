@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..cluster import compute
 from ..geometry import ReconstructionGeometry
 from ..projection import divide_illumination, unwrap
 from ..quality import BlockReport, bright_field_disk, check_phase
@@ -92,8 +93,6 @@ def reconstruct(
         ``data_repairs`` (patterns and pixels repaired by the value checks).
     """
     import dask
-
-    from ..cluster import compute
 
     start = time.perf_counter()
     st = store if isinstance(store, ScanStore) else open_scan_store(store)

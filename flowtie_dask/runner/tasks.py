@@ -5,13 +5,16 @@ called unchanged here, inline or on any worker.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
+from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
+from ..quality import BlockReport, read_checked
 from ..reconstruct import project_tile, reconstruct_tile
-from ..quality import read_checked
+from ..tie import integrate_gradient
 from .tiles import report_bytes, save_partial, write_npz
 
 __all__ = ["field_task", "load_reduction", "project_task", "reduce_task", "tile_task"]
@@ -30,8 +33,6 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
     report : BlockReport
         Values repaired in the tile's block.
     """
-    from ..backend import asnumpy, get_array_module
-
     xp = get_array_module(device=device)
     block, report = read_checked(path, tile.rows, tile.cols, bright_field=bright_field)
     block = xp.asarray(block)
@@ -54,8 +55,6 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     report : BlockReport
         Values repaired in the tile's haloed block (all three defocus values).
     """
-    from ..backend import asnumpy, get_array_module
-
     xp = get_array_module(device=device)
     block, report = read_checked(path, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
@@ -69,8 +68,6 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
 
 def _integrate_block(g, *, step, boundary):
     """Stage 2: integrate a detector-pixel block of the whole scan's field, (2, Rx, Ry, qb, Qy) → (Rx, Ry, qb, Qy)."""
-    from ..tie import integrate_gradient
-
     return integrate_gradient(g[0], g[1], step=step, kind="forward", boundary=boundary).astype(np.float32)
 
 
@@ -85,8 +82,6 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
     offset, numerator, illumination, report
         As :func:`tile_task` (host arrays).
     """
-    from ..backend import asnumpy, get_array_module
-
     xp = get_array_module(device=device)
     mid = geometry.focus_index
     xs, ys = tile.xs, tile.ys
@@ -110,8 +105,6 @@ def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, meth
     arrays : dict of ndarray, each shape (..., tx, ty) (host)
     report : BlockReport
     """
-    from ..backend import asnumpy, get_array_module
-
     xp = get_array_module(device=device)
     xs, ys = tile.xs, tile.ys
     block, report = read_checked(path, list(xs), list(ys), bright_field=bright_field)
@@ -124,10 +117,6 @@ def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, meth
 
 def load_reduction(file: str):
     """A :func:`reduce_task` result written by an earlier run (same tuple)."""
-    import json
-
-    from ..quality import BlockReport
-
     with np.load(file) as z:
         arrays = {k[2:]: z[k] for k in z.files if k.startswith("r_")}
         report = BlockReport.from_full(json.loads(z["report"].tobytes().decode()))

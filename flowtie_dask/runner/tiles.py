@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import write_file_atomic
 from ..quality import BlockReport
 
 __all__ = ["Tile", "load_field", "load_partial", "plan_tiles", "readable",
@@ -115,10 +117,6 @@ def report_bytes(report) -> np.ndarray:
 
 
 def write_npz(file: str, **arrays) -> None:
-    import io
-
-    from ..atomic import write_file_atomic
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_file_atomic(file, buf.getvalue())

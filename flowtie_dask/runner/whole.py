@@ -75,18 +75,20 @@ def whole_task(handle, geometry, method, needs, *, device: str = "cpu", progress
                    instead=f"crop the scan or use a tiled method (--method {', '.join(tiled)})")
     defocus = (0, 1, 2) if needs.defocus is None else tuple(needs.defocus)
     intensity, report = read_whole(handle, geometry, defocus, bright_field=bright_field)
-    bar = callback = None
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc=method.name, unit="it")
 
-        def callback(done, total, loss):  # noqa: F811
-            bar.total = total
-            bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
-            bar.update(done - bar.n)
+    def report_step(done, total, loss):
+        bar.total = total
+        bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
+        bar.update(done - bar.n)
+
     try:
-        obj, ill, origin, attrs = method.run_whole(intensity, geometry, device=device, progress=callback)
+        obj, ill, origin, attrs = method.run_whole(intensity, geometry, device=device,
+                                                   progress=report_step if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
