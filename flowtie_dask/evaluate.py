@@ -283,8 +283,10 @@ def evaluate_result(result, truth_store, *, lit_fraction: float = 0.5):
 
     Parameters
     ----------
-    result : ReconstructionResult
-    truth_store : str or ScanStore
+    result, truth_store : ReconstructionResult, str or ScanStore
+        As in :func:`check_truth_matches`.
+    lit_fraction : float
+        Of a non-periodic result, the pixels lit above this fraction of the maximum illumination are compared.
 
     Raises
     ------

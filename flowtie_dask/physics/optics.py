@@ -118,23 +118,15 @@ def antialias_mask(
     return ((kx**2 + ky**2) <= kmax**2).astype(xp.float64)
 
 
-def aperture(
-    shape: tuple[int, int],
-    sampling: tuple[float, float],
-    *,
-    energy: float,
-    semiangle: float,
-    edge: float = 0.0,
-    xp: ModuleType = np,
-    offset: tuple[float, float] = (0.0, 0.0),
-):
+def aperture(shape: tuple[int, int], sampling: tuple[float, float], *, energy: float, semiangle: float,
+             edge: float = 0.0, xp: ModuleType = np, offset: tuple[float, float] = (0.0, 0.0)):
     """Condenser aperture A(k) in FFT order.
 
     Parameters
     ----------
     shape, sampling : (Nx, Ny), (dx, dy) in Å
     energy : float
-        eV.
+        Beam energy in eV.
     semiangle : float
         Convergence semi-angle α in mrad.
     edge : float
@@ -179,31 +171,19 @@ def aberration_phase(
     return math.pi * lam * c2 * k2 + 0.5 * math.pi * a.C30 * lam**3 * k2**2
 
 
-def probe_fourier(
-    shape: tuple[int, int],
-    sampling: tuple[float, float],
-    *,
-    energy: float,
-    semiangle: float,
-    aberrations: Aberrations = Aberrations(),
-    edge: float = 0.0,
-    xp: ModuleType = np,
-    offset: tuple[float, float] = (0.0, 0.0),
-):
+def probe_fourier(shape: tuple[int, int], sampling: tuple[float, float], *, energy: float, semiangle: float,
+                  aberrations: Aberrations = Aberrations(), edge: float = 0.0, xp: ModuleType = np,
+                  offset: tuple[float, float] = (0.0, 0.0)):
     """Probe in reciprocal space, P̃(k) = A(k)·exp(−iχ(k)), normalised so Σ_r |P(r)|² = 1.
 
     Parameters
     ----------
     shape, sampling : (Nx, Ny), (dx, dy) in Å
         The real-space window the probe lives in.
-    energy : float
-        eV.
-    semiangle : float
-        mrad.
+    energy, semiangle, edge : float
+        Beam energy in eV, convergence semi-angle and soft aperture edge width in mrad, as in :func:`aperture`.
     aberrations : Aberrations
         C10 etc. in Å (C10 = −Δf).
-    edge : float
-        Soft aperture edge width in mrad.
     offset : (float, float)
         Frequency offset in 1/Å (see :func:`spatial_frequencies`), for off-centre detectors.
 

@@ -123,6 +123,7 @@ def validate_scan_store(group, *, path: str = "the store", check_chunks: bool = 
     Returns
     -------
     ScanStore
+        The group with its ``intensity`` array, metadata and ``truth`` group (None when there is none).
 
     Raises
     ------

@@ -168,10 +168,8 @@ def import_files(minus, focus, plus, *, defocus, energy, semiangle, out, apertur
         EMD/py4DSTEM ``.h5`` (``py4DSTEM.read``) or a raw format ``py4DSTEM.import_file`` reads.
     defocus : sequence of 3 floats
         Δf = −C10 of the three files in Å (positive = underfocus).
-    energy : float
-        Beam energy in eV.
-    semiangle : float
-        Convergence semi-angle in mrad.
+    energy, semiangle : float
+        Beam energy in eV and convergence semi-angle in mrad.
     out : str or PathLike
         Destination store folder (``*.zarr``), written atomically.
     aperture_edge, aberrations, detector_center, chunks, overwrite, provenance, periodic, intensity_scale
