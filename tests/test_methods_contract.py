@@ -268,42 +268,63 @@ def test_info_lists_the_methods_that_accept_the_store(store, capsys):
     assert "not flowtie: the model was trained for" in line
 
 
-def test_a_new_method_is_one_class_and_the_cli_offers_it(store, tmp_path):
-    """Adding a method: one class registered with its options; the CLI's --method, its flags, the runner and the
-    result attributes pick it up with no other edit."""
+PLUGIN = '''"""A test method: the mean in-focus intensity of every pattern."""
+import numpy as np
+
+from flowtie_dask.methods import Method, Option, register
+
+
+@register
+class BrightFieldMean(Method):
+    name = "bf-mean"
+    summary = "the mean in-focus intensity (a test method)"
+    kind = "reduce"
+    options = (Option("scale", "factor applied to the map", type=float),)
+
+    def __init__(self, *, scale: float = 1.0):
+        self.scale = scale
+
+    def attrs(self):
+        return {"method": self.name, "scale": self.scale}
+
+    def reduce(self, intensity, geometry):
+        return {"mean": intensity[1].mean(axis=(-2, -1))}
+
+    def finalize(self, merged, geometry, *, periodic):
+        m = self.scale * merged["mean"]
+        return m, np.ones_like(m), np.ones_like(m), tuple(geometry.scan_step), (0.0, 0.0)
+'''
+
+
+def test_a_new_method_is_one_new_file_and_the_cli_offers_it(store, tmp_path, monkeypatch, capsys):
+    """Adding a method: one new module in the methods package (here a folder added to the package's path);
+    the registry, the CLI's --method and its flags, ``info``, the runner and the result attributes pick it up
+    with no other edit."""
+    import sys
+
+    import flowtie_dask.methods as methods
     from flowtie_dask.cli.main import main
-    from flowtie_dask.methods import REGISTRY, Method, Option, register
     from flowtie_dask.results import open_result
+    from flowtie_dask.store import open_scan_store
 
-    @register
-    class BrightFieldMean(Method):
-        name = "bf-mean"
-        summary = "the mean in-focus intensity (a test method)"
-        kind = "reduce"
-        options = (Option("scale", "factor applied to the map", type=float),)
-
-        def __init__(self, *, scale: float = 1.0):
-            self.scale = scale
-
-        def attrs(self):
-            return {"method": self.name, "scale": self.scale}
-
-        def reduce(self, intensity, geometry):
-            return {"mean": intensity[1].mean(axis=(-2, -1))}
-
-        def finalize(self, merged, geometry, *, periodic):
-            m = self.scale * merged["mean"]
-            return m, np.ones_like(m), np.ones_like(m), tuple(geometry.scan_step), (0.0, 0.0)
-
+    extra = tmp_path / "plugins"
+    extra.mkdir()
+    (extra / "bright_field_mean.py").write_text(PLUGIN)
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(extra)])
     try:
+        methods._register_modules()
+        assert list(methods.REGISTRY)[-1] == "bf-mean"
         out = tmp_path / "bf.zarr"
         assert main(["reconstruct", store, "--method", "bf-mean", "--scale", "2", "--tile-size", "5", "--out",
                      str(out), "--no-progress"]) == 0
         res = open_result(str(out))
-        from flowtie_dask.store import open_scan_store
-
         want = 2 * np.asarray(open_scan_store(store).intensity[1], dtype=np.float64).mean(axis=(-2, -1))
         np.testing.assert_allclose(res.phase, want, rtol=1e-6)
         assert res.attrs["method"] == "bf-mean" and res.attrs["scale"] == 2.0 and res.attrs["n_tiles"] == 9
+        capsys.readouterr()
+        assert main(["info", store]) == 0
+        line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("methods")][0]
+        assert "bf-mean" in line.split(";")[0]
     finally:
-        REGISTRY.pop("bf-mean", None)
+        methods.REGISTRY.pop("bf-mean", None)
+        sys.modules.pop("flowtie_dask.methods.bright_field_mean", None)

@@ -95,5 +95,16 @@ def methods_for(geometry) -> dict[str, str | None]:
     return out
 
 
-# the shipped methods register themselves on import
-from . import tie, flowtie, icom, gd  # noqa: E402,F401,I001 (registration order = --method order)
+def _register_modules() -> None:
+    """Import every module of this package: each registers its methods (a new method is one new file).
+    The classic methods come first, in this order (the order of ``--method``); any others follow by name."""
+    import importlib
+    import pkgutil
+
+    first = ("tie", "flowtie", "icom", "gd")
+    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base")
+    for name in [*first, *(n for n in found if n not in first)]:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+_register_modules()
