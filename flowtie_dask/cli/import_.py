@@ -9,23 +9,21 @@ import time
 from ..atomic import claim_output
 from ..interop.py4dstem import import_files
 from ..store import open_scan_store
-from .options import pair, positive_float, positive_int
+from .options import add_command, pair, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
     """Register the ``import`` sub-command."""
-    p = sub.add_parser(
-        "import",
-        help="import a defocus series of three py4DSTEM files into a scan store",
-        description=(
-            "Read three 4D-STEM scans of the same area at defocus −Δz, 0, +Δz (py4DSTEM/EMD .h5 files, or any "
-            "raw format py4DSTEM.import_file reads) and write them as one Zarr scan store. The scan step comes "
-            "from each DataCube's R calibration (Å or nm; uncalibrated pixels are refused), the detector "
-            "sampling from its Q calibration (1/Å, 1/nm, or mrad converted with the beam energy), the detector "
-            "rotation/flip from QR_rotation_degrees/QR_flip, the centre from the calibrated origin. Each scan is "
-            "scaled so its mean pattern sums to 1 (factors recorded in the store's provenance)."
-        ),
-    )
+    p = add_command(sub, "import", run, help="import a defocus series of three py4DSTEM files into a scan store",
+                    description="""
+                        Read three 4D-STEM scans of the same area at defocus −Δz, 0, +Δz (py4DSTEM/EMD .h5 files, or
+                        any raw format py4DSTEM.import_file reads) and write them as one Zarr scan store. The scan
+                        step comes from each DataCube's R calibration (Å or nm; uncalibrated pixels are refused),
+                        the detector sampling from its Q calibration (1/Å, 1/nm, or mrad converted with the beam
+                        energy), the detector rotation/flip from QR_rotation_degrees/QR_flip, the centre from the
+                        calibrated origin. Each scan is scaled so its mean pattern sums to 1 (factors recorded in
+                        the store's provenance).
+                        """)
     p.add_argument("minus", metavar="MINUS", help="file of the scan at the first defocus value (−Δz)")
     p.add_argument("focus", metavar="FOCUS", help="file of the scan at the second defocus value (in focus)")
     p.add_argument("plus", metavar="PLUS", help="file of the scan at the third defocus value (+Δz)")
@@ -55,7 +53,6 @@ def add_parser(sub) -> None:
     o.add_argument("--chunk", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per store chunk along Rx and Ry (one value for both; default: ~8 MiB "
                         "chunks)")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

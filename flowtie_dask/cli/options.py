@@ -7,6 +7,20 @@ import argparse
 from ..pairs import pair as _pair
 
 
+def add_command(sub, name: str, run, *, help: str, description: str,
+                defaults_in_help: bool = False) -> argparse.ArgumentParser:
+    """Add the sub-command ``name`` to ``sub`` (the sub-parsers of the main parser) and return its parser.
+
+    ``run(args)`` is what the main entry point calls with the parsed arguments. ``description`` is prose whose
+    line breaks and indents are folded into single spaces (so it can be written as a triple-quoted block);
+    ``defaults_in_help`` shows each option's default in ``--help``.
+    """
+    extra = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter} if defaults_in_help else {}
+    p = sub.add_parser(name, help=help, description=" ".join(description.split()), **extra)
+    p.set_defaults(run=run)
+    return p
+
+
 def positive_int(text: str, *, least: int = 1) -> int:
     """argparse type: an integer ≥ ``least`` (default 1)."""
     try:

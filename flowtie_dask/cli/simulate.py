@@ -12,21 +12,19 @@ from ..cluster import cluster_client
 from ..simulate.collection import open_collection, simulate_collection
 from ..simulate.series import SimulationParameters, simulate_to_store
 from ..store import open_scan_store
-from .options import add_cluster_options, cluster_kwargs, pair, positive_float, positive_int
+from .options import add_command, add_cluster_options, cluster_kwargs, pair, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
     """Register the ``simulate`` sub-command."""
-    p = sub.add_parser(
-        "simulate",
-        help="simulate a 4D-STEM defocus series of a crystal into a scan store",
-        description=(
-            "Multislice simulation of a 4D-STEM defocus series (Δf = −Δz, 0, +Δz; Δf = −C10, positive = "
-            "underfocus) of a periodic crystal supercell, written as a Zarr scan store with the ground-truth "
-            "projected phase. The scan covers the supercell once, so the data are periodic over the scan."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "simulate", run, help="simulate a 4D-STEM defocus series of a crystal into a scan store",
+                    defaults_in_help=True,
+                    description="""
+                        Multislice simulation of a 4D-STEM defocus series (Δf = −Δz, 0, +Δz; Δf = −C10, positive =
+                        underfocus) of a periodic crystal supercell, written as a Zarr scan store with the
+                        ground-truth projected phase. The scan covers the supercell once, so the data are periodic
+                        over the scan.
+                        """)
     p.add_argument("material", metavar="MATERIAL",
                    help="GaAs, SrTiO3, random-cubic (seeded by --seed), or a structure file ase reads (CIF, POSCAR …) "
                         "with an orthogonal cell, beam along z")
@@ -80,31 +78,20 @@ def add_parser(sub) -> None:
     c.add_argument("--thickness-cells-range", type=positive_int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="with --count: draw each structure's thickness in cells from LO…HI (seeded)")
     add_cluster_options(p, default_workers="0 = in-process threads")
-    p.set_defaults(run=run)
+
+
+#: the SimulationParameters fields taken as parsed from the option of the same name, and those given as 1 or 2 values
+_AS_GIVEN = ("material", "lateral_size", "thickness", "energy", "semiangle", "defocus_step", "cs", "aperture_edge",
+             "slice_thickness", "dose", "frozen_phonons", "phonon_sigma", "seed", "probe_frame")
+_PAIRS = ("lateral_cells", "detector_pixels", "gpts", "scan_pixels")
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the store, then print its summary."""
     params = SimulationParameters(
-        material=args.material,
-        lateral_cells=pair(args.lateral_cells, option="--lateral-cells"),
-        lateral_size=args.lateral_size,
+        **{name: getattr(args, name) for name in _AS_GIVEN},
+        **{name: pair(getattr(args, name), option="--" + name.replace("_", "-")) for name in _PAIRS},
         thickness_cells=args.thickness_cells if args.thickness is not None or args.thickness_cells else 1,
-        thickness=args.thickness,
-        energy=args.energy,
-        semiangle=args.semiangle,
-        defocus_step=args.defocus_step,
-        cs=args.cs,
-        aperture_edge=args.aperture_edge,
-        detector_pixels=pair(args.detector_pixels, option="--detector-pixels"),
-        gpts=pair(args.gpts, option="--gpts"),
-        scan_pixels=pair(args.scan_pixels, option="--scan-pixels"),
-        slice_thickness=args.slice_thickness,
-        dose=args.dose,
-        frozen_phonons=args.frozen_phonons,
-        phonon_sigma=args.phonon_sigma,
-        seed=args.seed,
-        probe_frame=args.probe_frame,
         device="gpu" if args.gpus else "cpu",
     )
     if args.resume and not args.count:
