@@ -55,6 +55,18 @@ def _conv(cin: int, cout: int, k: int, padding_mode: str) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode=padding_mode)
 
 
+def _check_kernel_size(kernel_size: int) -> None:
+    """Refuse an even kernel size (the 'same' padding k//2 keeps the scan shape only for odd k)."""
+    if kernel_size % 2 != 1:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+
+
+def _check_padding_mode(padding_mode: str) -> None:
+    """Refuse a padding mode that is not one of :data:`_PADDING_MODES` (those nn.Conv2d takes)."""
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+
+
 def mean_pattern(i0: torch.Tensor, ibar: torch.Tensor | None = None, eps: float = IBAR_EPS) -> torch.Tensor:
     """Per-sample scan mean Ī(q) of the in-focus intensity, clipped below at ``eps``·max_q Ī.
 
@@ -117,10 +129,8 @@ class FlowPredictorModel(nn.Module):
 
     def __init__(self, n_pixels: int, hidden: int = 128, kernel_size: int = 3, padding_mode: str = "reflect"):
         super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        _check_kernel_size(kernel_size)
+        _check_padding_mode(padding_mode)
         self.n_pixels = int(n_pixels)
         self.hidden = int(hidden)
         self.kernel_size = int(kernel_size)
@@ -236,12 +246,10 @@ class SharedFlowModel(nn.Module):
     def __init__(self, hidden: int = 32, kernel_size: int = 3, depth: int = 4, mixing: bool = True,
                  padding_mode: str = "reflect"):
         super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        _check_kernel_size(kernel_size)
         if depth < 2:
             raise ValueError(f"depth must be at least 2 (stem and head), got {depth}")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        _check_padding_mode(padding_mode)
         self.hidden = int(hidden)
         self.kernel_size = int(kernel_size)
         self.depth = int(depth)
