@@ -20,14 +20,7 @@ import numpy as np
 
 from .backend import get_array_module, ifft2
 
-__all__ = [
-    "exit_wave_spectra",
-    "shifted_windows",
-    "overlap_add",
-    "divide_illumination",
-    "unwrap",
-    "dense_projection",
-]
+__all__ = ["exit_wave_spectra", "shifted_windows", "overlap_add", "divide_illumination", "unwrap", "dense_projection"]
 
 
 def exit_wave_spectra(i0: Any, phase: Any):

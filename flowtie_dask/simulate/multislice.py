@@ -16,14 +16,7 @@ import numpy as np
 from ..backend import fft2, get_array_module, ifft2
 from ..physics.optics import shift_phase
 
-__all__ = [
-    "transmission_functions",
-    "multislice",
-    "far_field",
-    "center_crop",
-    "simulate_positions",
-    "poisson_noise",
-]
+__all__ = ["transmission_functions", "multislice", "far_field", "center_crop", "simulate_positions", "poisson_noise"]
 
 
 def transmission_functions(potential: Any, sigma: float):
