@@ -17,13 +17,8 @@ __all__ = ["StoreHandle"]
 
 @dataclass(frozen=True)
 class StoreHandle:
-    """A scan store by path (``os.fspath(handle)`` is the path, so it serves wherever a path does).
-
-    Attributes
-    ----------
-    path : str
-        Folder of the scan store.
-    """
+    """A scan store by ``path``, the folder of the store (``os.fspath(handle)`` is the path, so the handle serves
+    wherever a path does)."""
 
     path: str
 
