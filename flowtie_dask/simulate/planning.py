@@ -8,7 +8,7 @@ and the ground-truth projected phase, as host NumPy arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from ..store import ScanMetadata
 from .crystals import build_crystal, supercell
 from .multislice import transmission_functions
 from .parameters import SimulationParameters
+
+if TYPE_CHECKING:  # ase is imported where a crystal is built (simulate.crystals)
+    import ase
 
 __all__ = ["SimulationPlan", "plan_simulation"]
 
@@ -54,7 +57,7 @@ class SimulationPlan:
 
     params: SimulationParameters
     name: str
-    atoms: Any
+    atoms: ase.Atoms
     thickness: float
     cell: tuple[float, float]
     sampling: tuple[float, float]
