@@ -9,6 +9,9 @@ import math
 
 import numpy as np
 
+from .geometry import ReconstructionGeometry
+from .store import open_scan_store
+
 __all__ = ["resample_periodic", "phase_mse", "figure_panel", "truth_of_store", "check_truth_matches",
            "evaluate_result", "SPECIMEN_KEYS"]
 
@@ -166,8 +169,6 @@ def truth_of_store(store):
     pixel : (float, float), Å
     origin : (float, float), Å relative to the first scan position
     """
-    from .store import open_scan_store
-
     st = store if hasattr(store, "truth") else open_scan_store(store)
     if st.truth is None:
         raise ValueError(f"{st.path!r} has no truth/ group: evaluate needs a simulated store (or one with truth)")
@@ -218,9 +219,6 @@ def check_truth_matches(result, truth_store, *, tolerance: float = 0.03) -> None
         One line saying what differs and naming the result's source store.
     """
     import os
-
-    from .geometry import ReconstructionGeometry
-    from .store import open_scan_store
 
     st = truth_store if hasattr(truth_store, "truth") else open_scan_store(truth_store)
     attrs = dict(getattr(result, "attrs", None) or {})
@@ -300,8 +298,6 @@ def evaluate_result(result, truth_store, *, lit_fraction: float = 0.5):
         ``truth_on_grid`` (ndarray), ``aligned`` (the reconstruction shifted and offset onto the truth),
         ``mask``.
     """
-    from .store import open_scan_store
-
     st = truth_store if hasattr(truth_store, "truth") else open_scan_store(truth_store)
     truth, tpix, torig = truth_of_store(st)
     check_truth_matches(result, st)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..atomic import atomic_path, check_output
 from ..evaluate import check_truth_matches, evaluate_result, figure_panel
 from ..results import open_result
+from ..store import open_scan_store
 
 
 def add_parser(sub) -> None:
@@ -30,9 +32,6 @@ def run(args: argparse.Namespace) -> int:
     unless ``--overwrite``), every result, the truth store, and that the truth is of each result's scan.
     """
     import os
-
-    from ..atomic import atomic_path, check_output
-    from ..store import open_scan_store
 
     out = args.figure or os.path.join(os.path.dirname(os.path.abspath(args.results[0])), "evaluation.png")
     if os.path.lexists(out) and not args.overwrite:

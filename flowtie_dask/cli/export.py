@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..atomic import protect_inputs
 from ..interop.py4dstem import export_result, export_store, is_scan_store
 from .options import add_command
 
@@ -28,8 +29,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the written paths, one a line."""
-    from ..atomic import protect_inputs
-
     protect_inputs(args.out, [args.path])
     if is_scan_store(args.path):
         paths = export_store(args.path, args.out, overwrite=args.overwrite)

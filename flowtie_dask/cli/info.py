@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..geometry import ReconstructionGeometry
+from ..methods import methods_for
 from ..store import ScanStoreError, check_scan_store, open_scan_store
 
 
@@ -21,8 +23,6 @@ def add_parser(sub) -> None:
 
 def _methods_line(store) -> str:
     """``methods        tie, icom, …; not flowtie: <why>`` from the registry's own checks."""
-    from ..geometry import ReconstructionGeometry
-    from ..methods import methods_for
 
     geometry = ReconstructionGeometry.from_metadata(store.metadata, scan_shape=store.scan_shape,
                                                     detector_shape=store.detector_shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cluster import ClusterError, parse_address
 from ..pairs import pair as _pair
 
 
@@ -50,8 +51,6 @@ def positive_float(text: str) -> float:
 
 def address(text: str) -> str:
     """argparse type: ``HOST:PORT`` with a port in 0–65535."""
-    from ..cluster import ClusterError, parse_address
-
     try:
         parse_address(text)
     except ClusterError as exc:

@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from ..atomic import check_output, claim_output
+from ..model.checkpoint import default_model_path
 from ..model.train import TrainingConfig, train
 from .options import nonnegative_int, positive_float, positive_int
 
@@ -76,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     """Train and report the last epoch."""
     import os
 
-    from ..atomic import check_output
-
     if args.resume and args.overwrite:
         raise ValueError("give --resume (continue --out) or --overwrite (start again over it), not both")
     if args.resume:
@@ -91,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.out, overwrite=True)  # its folder must exist
     init = args.init
     if init == "default":
-        from ..model.checkpoint import default_model_path
-
         init = default_model_path()
     arch = {"name": "SharedFlowModel" if args.architecture == "shared" else "FlowPredictorModel"}
     if args.hidden:
@@ -111,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
     # one trainer per checkpoint: the path is claimed for the whole run (by rank 0 only under torchrun, which
     # alone writes checkpoints); the data and the --init model are never written over
     import contextlib
-
-    from ..atomic import claim_output
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     claim = (claim_output(args.out, overwrite=True, inputs=[*args.data, init]) if rank0 else contextlib.nullcontext())

@@ -15,6 +15,7 @@ import errno
 import json
 import os
 
+from ..atomic import atomic_path
 from .validation import (  # noqa: F401  (re-exported: the names lived here before model.validation)
     _RETRAIN,
     ARGUMENT_BOUNDS,
@@ -73,7 +74,6 @@ def save_checkpoint(path: str, *, model, meta: dict, optimizer=None) -> str:
     import torch
 
     from .. import __version__
-    from ..atomic import atomic_path
 
     record = {"format": FORMAT, "version": __version__, "architecture": model.config(), **meta}
     json.dumps(record)  # refuse anything that is not plain data

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .checkpoint import load_checkpoint, optics_record, save_checkpoint
+from .dataset import TileDataset, TileSpec, split_members
+
 __all__ = ["TrainingConfig", "TrainingError", "train", "COSINE_FLOOR", "scheduled_lr"]
 
 
@@ -213,8 +216,6 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     import torch
 
     from .architectures import build_model
-    from .checkpoint import load_checkpoint, optics_record, save_checkpoint
-    from .dataset import TileDataset, TileSpec, split_members
 
     scheduled_lr(config, 0.0)  # an unknown schedule stops here, before anything is read
     if resume and config.init_from:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import ifft2
 from .constants import wavelength
 
 __all__ = [
@@ -210,7 +211,6 @@ def probe_real(shape, sampling, **kwargs):
         Σ_r |P(r)|² = 1.
     """
     p = probe_fourier(shape, sampling, **kwargs)
-    from ..backend import ifft2
 
     return ifft2(p)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import ifft2
 from .constants import KIRKLAND_PREFACTOR
 from .optics import spatial_frequencies
 
@@ -160,8 +161,6 @@ def projected_potential(
     ndarray, shape (n_slices, Nx, Ny), float64
         v_z of each slice in V·Å (no band limit on the potential itself).
     """
-    from ..backend import ifft2
-
     positions = np.asarray(positions, dtype=np.float64)
     symbols = list(symbols)
     if slice_index is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import asnumpy, get_array_module
+from ..backend import asnumpy, cupy_available, get_array_module
 from .multislice import poisson_noise, simulate_positions
 from .planning import SimulationPlan
 
@@ -35,8 +35,6 @@ def simulate_block(plan: SimulationPlan, xs: slice, ys: slice, *, batch_size: in
     p = plan.params
     device = p.device
     if device == "auto":
-        from ..backend import cupy_available
-
         device = "gpu" if cupy_available() else "cpu"
     xp = get_array_module(device=device)
     pos = plan.positions(xs, ys)

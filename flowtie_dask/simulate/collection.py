@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..atomic import check_output
+from ..cluster import compute
+from ..resume import jsonable, resume_workspace
+from ..store import ScanStoreError, open_scan_store
 from .series import SimulationParameters, simulate_to_store
 
 __all__ = ["COLLECTION_SCHEMA", "simulate_collection", "open_collection"]
@@ -26,8 +29,6 @@ COLLECTION_SCHEMA = "flowtie-dask/collection"
 
 
 def _member(params: SimulationParameters, path: str) -> dict:
-    from ..store import open_scan_store
-
     simulate_to_store(params, path, progress=False, overwrite=True)  # our own work folder: clears a dead run's partial
     prov = open_scan_store(path).metadata.provenance
     return {"path": os.path.basename(path), "material": prov["material"], "thickness_A": prov["thickness_A"],
@@ -36,8 +37,6 @@ def _member(params: SimulationParameters, path: str) -> dict:
 
 def _finished_member(path: str, params: SimulationParameters) -> dict | None:
     """The index entry of a member kept from an interrupted run, or None when it is absent or incomplete."""
-    from ..store import ScanStoreError, open_scan_store
-
     if not os.path.isdir(path):
         return None
     try:
@@ -82,12 +81,9 @@ def simulate_collection(params: SimulationParameters, out: str, *, count: int, t
     """
     import dask
 
-    from ..cluster import compute
-
     if count < 1:
         raise ValueError(f"--count must be ≥ 1, got {count}")
     from .. import __version__
-    from ..resume import jsonable, resume_workspace
 
     out = check_output(out, overwrite=overwrite, inputs=inputs)
     rng = np.random.default_rng([params.seed, 7])

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster import compute
 from ..store import default_chunks, write_scan_store, write_truth
 from .block import simulate_block
 from .parameters import SimulationParameters
@@ -108,8 +109,6 @@ def simulate_to_store(
     str
         The absolute path of the store.
     """
-    from ..cluster import compute
-
     plan = plan_simulation(params)
     chunks = tuple(chunks) if chunks else default_chunks(plan.scan_shape, plan.detector_shape)
     intensity, phase = simulate_series(plan, chunks=chunks)

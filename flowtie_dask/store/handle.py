@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry import ReconstructionGeometry
 from .integrity import read_block
 from .metadata import ScanMetadata
 
@@ -36,8 +37,6 @@ class StoreHandle:
 
     def geometry(self):
         """The :class:`~flowtie_dask.geometry.ReconstructionGeometry` of the whole scan."""
-        from ..geometry import ReconstructionGeometry
-
         shape = _shape(self.path, _stamp(self.path))
         return ReconstructionGeometry.from_metadata(self.metadata(), scan_shape=shape[1:3], detector_shape=shape[3:5])
 

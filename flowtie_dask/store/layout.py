@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..atomic import atomic_path, check_output
+from ..physics.constants import wavelength
 from ..physics.optics import DEFOCUS_CONVENTION
 from .chunks import _FIX, _array_name, _chunk_key, _chunk_where, _fill_missing_chunks, _missing_chunks
 from .metadata import SCHEMA, SCHEMA_VERSION, ScanMetadata, ScanStoreError, _compressors, default_chunks
@@ -54,8 +56,6 @@ class ScanStore:
 
     def describe(self) -> str:
         """A human-readable multi-line summary (what ``flowtie-dask info`` prints)."""
-        from ..physics.constants import wavelength
-
         m, a = self.metadata, self.intensity
         lam = wavelength(m.energy)
         stored = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.path) for f in fs)
@@ -262,8 +262,6 @@ def write_scan_store(
         disk and a missing one is detected when the store is opened.
     """
     import zarr
-
-    from ..atomic import atomic_path, check_output
 
     if dtype not in ("float32", "uint16"):
         _fail(f"intensity dtype must be float32 or uint16, got {dtype!r}")

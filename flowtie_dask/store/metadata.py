@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..pairs import pair
+from ..physics.constants import wavelength
 from ..physics.optics import DEFOCUS_CONVENTION
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "UNITS", "INTENSITY_NORMALIZATION", "ScanStoreError", "ScanMetadata",
@@ -108,8 +109,6 @@ class ScanMetadata:
         span of the three values) ≥ 0.1 Å, scan step 0.001–1000 Å, one detector pixel 0.001–50 mrad
         (sampling × λ), a finite detector centre.
         """
-        from ..physics.constants import wavelength
-
         if not (math.isfinite(self.energy) and self.energy > 0):
             raise ScanStoreError(f"energy must be a positive number of eV, got {self.energy!r}")
         if not 10e3 <= self.energy <= 3e6:
