@@ -43,8 +43,8 @@ class Needs:
     whole_scan : bool
         It needs every scan position at once (no tiling).
     defocus : tuple of int, optional
-        Whole-scan methods: the scans it reads (indices in the store's order, as ``geometry.c10``);
-        None: all three.
+        Whole-scan and reduction methods: the scans they read (indices in the store's order, as
+        ``geometry.c10``); None: all three. Tile and field methods always get all three.
     memory : int
         Whole-scan methods: bytes it needs at least on its device, the scans included (the runner refuses
         the run before reading anything when they are not available).
@@ -145,8 +145,8 @@ class Method:
 
     # kind "reduce" --------------------------------------------------------------------------------
     def reduce(self, intensity: Any, geometry) -> dict:
-        """Per-pattern reduction of the oriented patterns of a tile's interior, (3, tx, ty, Qx, Qy) →
-        a dict of host arrays of shape (..., tx, ty)."""
+        """Per-pattern reduction of the oriented patterns of a tile's interior, (S, tx, ty, Qx, Qy) of the
+        scans ``needs(geometry).defocus`` (all three by default) → a dict of host arrays of shape (..., tx, ty)."""
         raise NotImplementedError(f"method {self.name!r} has no reduction")
 
     def finalize(self, merged: dict, geometry, *, periodic: bool):

@@ -18,7 +18,7 @@ import numpy as np
 from ..backend import get_array_module
 from ..tie import integrate_gradient
 from . import register
-from .base import Method, Option
+from .base import Method, Needs, Option
 
 __all__ = ["ICoM", "centre_of_mass"]
 
@@ -77,13 +77,15 @@ class ICoM(Method):
         return {"method": self.name, "model": None, "symmetry": "none", "source": self.source,
                 "highpass_invA": self.highpass}
 
+    def needs(self, geometry) -> Needs:
+        """The focus scan only (``source="focus"``: a third of the data is read), or all three."""
+        return Needs(defocus=(geometry.focus_index,) if self.source == "focus" else None)
+
     def reduce(self, intensity, geometry) -> dict:
-        """(3, tx, ty, Qx, Qy) oriented patterns → ``{"com": (2, tx, ty)}`` in 1/Å."""
+        """(S, tx, ty, Qx, Qy) oriented patterns of the scans :meth:`needs` names → ``{"com": (2, tx, ty)}``
+        in 1/Å."""
         xp = get_array_module(intensity)
-        if self.source == "focus":
-            patterns = intensity[geometry.focus_index]
-        else:
-            patterns = intensity.mean(axis=0)
+        patterns = intensity[0] if self.source == "focus" else intensity.mean(axis=0)
         qx, qy = geometry.q_vectors(xp)
         return {"com": centre_of_mass(patterns, qx, qy)}
 

@@ -140,7 +140,7 @@ def reconstruct(
         geo = dask.delayed(geometry, pure=True)
         parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
                  task(handle, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
-                      dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
+                      defocus=needs.defocus, dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
         pieces = compute(*parts, client=client, progress=progress)
         merged, report = _merge_reductions(pieces, st.scan_shape)
         phase, amplitude, ill, pixel, origin = method.finalize(merged, geometry, periodic=periodic)

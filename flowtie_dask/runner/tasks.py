@@ -95,8 +95,9 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
 
 
 def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, device: str = "cpu",
-                cache: str | None = None, name: str = "", bright_field=None):
-    """One pass of a ``"reduce"`` method: ``method.reduce`` of the oriented patterns of a tile's interior.
+                cache: str | None = None, name: str = "", bright_field=None, defocus=None):
+    """One pass of a ``"reduce"`` method: ``method.reduce`` of the oriented patterns of a tile's interior
+    (of the scans ``defocus``, the method's ``needs().defocus``; all three when None).
 
     Returns
     -------
@@ -107,7 +108,7 @@ def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, meth
     """
     xp = get_array_module(device=device)
     xs, ys = tile.xs, tile.ys
-    block, report = read_checked(path, list(xs), list(ys), bright_field=bright_field)
+    block, report = read_checked(path, list(xs), list(ys), defocus=defocus, bright_field=bright_field)
     arrays = {k: asnumpy(v) for k, v in method.reduce(geometry.orient(xp.asarray(block)), geometry).items()}
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), offset=np.array([xs[0], ys[0]]), report=report_bytes(report),
