@@ -242,7 +242,7 @@ def available_memory(device: str = "cpu") -> int:
 MEMORY_HEADROOM = 0.7
 
 
-def require_memory(need: int, *, device: str = "cpu", what: str, instead: str) -> None:
+def require_memory(need: int, *, device: str = "cpu", what: str, instead: str, limit: int | None = None) -> None:
     """Raise a one-line ``ValueError`` when ``need`` bytes exceed :data:`MEMORY_HEADROOM` of
     :func:`available_memory` (checked before anything is allocated).
 
@@ -255,8 +255,12 @@ def require_memory(need: int, *, device: str = "cpu", what: str, instead: str) -
         What needs it (the start of the message, e.g. ``"gradient descent on 4096 patterns"``).
     instead : str
         What to do instead (the end of the message).
+    limit : int, optional
+        A cap on what may be used here (e.g. a Dask worker's memory limit), bytes.
     """
     have = available_memory(device)
+    if limit is not None:
+        have = min(have, int(limit))
     if need > MEMORY_HEADROOM * have:
         where = "GPU" if device in ("cuda", "gpu") else "host"
         raise ValueError(f"{what} needs {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available "

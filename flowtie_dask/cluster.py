@@ -252,10 +252,12 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
             print(file=sys.stderr)
         return tuple(client.gather(futures))
     except KilledWorker as exc:
+        whole = str(exc.task[0] if isinstance(exc.task, tuple) else exc.task).startswith("whole-")
+        remedy = ("run it without --workers (in this process, with all its memory), or on a worker with more memory"
+                  if whole else "use smaller tiles (--tile-size), fewer threads per worker, or more memory per worker")
         raise ClusterError(
             f"Dask workers died {exc.allowed_failures + 1} times running task {describe_task(exc.task)} "
-            "(most likely out of memory, see the worker logs): use smaller tiles (--tile-size), fewer threads "
-            "per worker, or more memory per worker") from None
+            f"(most likely out of memory, see the worker logs): {remedy}") from None
     finally:
         with contextlib.suppress(Exception):
             client.cancel(futures)
@@ -269,4 +271,6 @@ def describe_task(key: Any) -> str:
     if m:
         what = {"tile": "tile", "field": "gradient field of the tile", "project": "projection of the tile"}[m[1]]
         return f"{name!r} ({what} starting at scan position Rx={m[2]}, Ry={m[3]})"
+    if name.startswith("whole-"):
+        return f"{name!r} (a whole-scan method on all scan positions at once)"
     return repr(name)

@@ -141,6 +141,10 @@ GPU_TOLERANCE = {"tie": 1e-5, "icom": 1e-5, "flowtie": 1e-4, "gd": 1e-4, "gd-den
 @pytest.mark.skipif(not _gpu_ready(), reason="needs CuPy and an NVIDIA GPU; none found (the CPU contract above runs)")
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_method_on_the_gpu_gives_the_cpu_phase(store, dense_store, tiny_model, name):
+    import torch
+
+    if "torch" in REGISTRY[name].backends and not torch.cuda.is_available():
+        pytest.skip(f"{name} runs on torch, which sees no CUDA device (install a CUDA build of torch)")
     path = dense_store if name == "gd-dense" else store
     kw = {"model": tiny_model} if name == "flowtie" else {"iterations": 4} if name in WHOLE else {}
     tiles = [None] if name in WHOLE else TILINGS
@@ -166,10 +170,17 @@ def test_a_whole_scan_method_that_does_not_fit_memory_is_refused_before_reading(
     for name in WHOLE:
         with pytest.raises(ValueError, match=rf"--method {name} works on the whole scan at once and needs [\d.]+ GiB, "
                            r"more than the 0\.0 GiB available \(host, 70% usable\); crop the scan or use a tiled "
-                           r"method \(--method tie, flowtie, icom\)"):
+                           rf"method \(--method {', '.join(TILED)}\)"):
             method = get_method(name)
             method.check = lambda geometry: None  # the dense form's grid check is not the point here
             reconstruct(store, method, progress=False)
+    # info's methods line says so too (the tiled methods need no whole-scan memory)
+    from flowtie_dask.methods import methods_for
+    from flowtie_dask.store import StoreHandle
+
+    verdicts = methods_for(StoreHandle(store).geometry())
+    assert verdicts["tie"] is None and verdicts["icom"] is None
+    assert verdicts["gd"].startswith("the whole scan at once needs") and "crop the scan" in verdicts["gd"]
 
 
 def test_the_registry_is_what_the_cli_offers():

@@ -12,7 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "flowtie_dask"
 HEAVY = {"torch", "cupy", "py4DSTEM", "dask_cuda"}
 #: layer of each top-level part of the package; everything not named here is below the methods (layer 0)
 LAYERS = {"methods": 1, "runner": 2, "cli": 3}
-#: kernels: pure array code (no dask, zarr, distributed, and not the store or results modules)
+#: kernels: pure array code (no dask, zarr, distributed, and not the store or results modules); of the methods,
+#: flowtie and gd are left out: they read their own inputs (a model, a starting result) when they are built
 KERNELS = ["backend", "geometry", "integrate", "pairs", "projection", "reconstruct", "tie", "physics",
            "baselines", "methods.base", "methods.tie", "methods.icom", "model.fields", "model.inference"]
 IO = {"dask", "zarr", "distributed", "flowtie_dask.store", "flowtie_dask.results"}
@@ -38,7 +39,14 @@ def _imports(name):
     path, is_pkg = MODULES[name]
     tree = ast.parse(path.read_text())
     package = name.split(".") if is_pkg else name.split(".")[:-1]
-    top = set(map(id, tree.body))
+    # module top: the module's body, and the bodies of its top-level if/try blocks (TYPE_CHECKING, fallbacks)
+    top = set()
+    for node in tree.body:
+        top.add(id(node))
+        if isinstance(node, (ast.If, ast.Try)):
+            top.update(id(n) for part in ("body", "orelse", "finalbody") for n in getattr(node, part, []))
+            for handler in getattr(node, "handlers", []):
+                top.update(id(n) for n in handler.body)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 
+from ..backend import require_memory
 from .base import KINDS, Method, Needs, Option
 
 __all__ = ["KINDS", "Method", "Needs", "Option", "REGISTRY", "all_options", "get_method", "method_help", "methods_for",
@@ -88,7 +89,9 @@ def methods_for(geometry) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name, cls in REGISTRY.items():
         try:
-            cls().check(geometry)
+            method = cls()
+            method.check(geometry)
+            require_memory(method.needs(geometry).memory, what="the whole scan at once", instead="crop the scan")
             out[name] = None
         except (ValueError, RuntimeError, OSError) as exc:
             out[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -168,8 +168,9 @@ class Method:
 
         Parameters
         ----------
-        intensity : ndarray, shape (S, Rx, Ry, Qx, Qy), float32 (host)
-            Oriented, centred, checked patterns of the scans ``needs(geometry).defocus`` (in that order).
+        intensity : ndarray, shape (S, Rx, Ry, Qx, Qy), float32 (host), C-contiguous
+            Oriented, centred, checked patterns of the scans ``needs(geometry).defocus`` (in that order);
+            the method may overwrite it (nothing else holds it).
         geometry : ReconstructionGeometry
             ``geometry.periodic`` is the periodicity the run uses.
         device : {"cpu", "gpu"}

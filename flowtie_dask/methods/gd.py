@@ -18,12 +18,12 @@ from ..baselines.gd.common import (
     _check_initial,
     _plan_batch,
     _scans_used,
-    _sqrt_fft_order,
     _step,
     _torch_device,
     check_dense_grid,
     dense_memory_estimate,
     gd_memory_estimate,
+    sqrt_fft_order_inplace,
 )
 from ..baselines.gd.dense import _dense_run
 from ..baselines.gd.diagonal import _run
@@ -104,7 +104,7 @@ class GradientDescent(_GD):
         self.parametrization, self.batch_size = parametrization, batch_size
         self.initial_source = None
         if isinstance(initial, (str, os.PathLike)):
-            self.initial_source = os.fspath(initial)
+            self.initial_source = os.path.abspath(os.fspath(initial))
             initial = open_result(self.initial_source)
         self.initial = initial
 
@@ -151,7 +151,7 @@ class GradientDescent(_GD):
         n_pos = int(np.prod(geometry.scan_shape))
         dev = _torch_device(device)
         batch = _plan_batch(n_pos * len(scans), n_pos, geometry.detector_shape, shape, device, self.batch_size)
-        sqrt_i = _sqrt_fft_order(intensity.reshape((len(scans), n_pos) + tuple(geometry.detector_shape)))
+        sqrt_i = sqrt_fft_order_inplace(intensity.reshape((len(scans), n_pos) + tuple(geometry.detector_shape)))
         obj, losses, det = _run(sqrt_i, geometry, scans, periodic=periodic, dev=dev, batch=batch,
                                 iterations=self.iterations, lr=self.lr, optimizer=self.optimizer,
                                 parametrization=self.parametrization,
@@ -213,7 +213,7 @@ class DenseGradientDescent(_GD):
         """See :meth:`Method.run_whole`: (S, Rx, Ry, Qx, Qy) of the fitted scans → the read-out object."""
         scans = self._scans(geometry)
         n_pos = int(np.prod(geometry.scan_shape))
-        sqrt_i = _sqrt_fft_order(intensity.reshape((len(scans), n_pos) + tuple(geometry.detector_shape)))
+        sqrt_i = sqrt_fft_order_inplace(intensity.reshape((len(scans), n_pos) + tuple(geometry.detector_shape)))
         t0 = time.perf_counter()
         a, losses, ill, projected = _dense_run(sqrt_i, geometry, scans, dev=_torch_device(device),
                                                iterations=self.iterations, lr=self.lr, optimizer=self.optimizer,

@@ -85,7 +85,13 @@ class ICoM(Method):
         """(S, tx, ty, Qx, Qy) oriented patterns of the scans :meth:`needs` names → ``{"com": (2, tx, ty)}``
         in 1/Å."""
         xp = get_array_module(intensity)
-        patterns = intensity[0] if self.source == "focus" else intensity.mean(axis=0)
+        if self.source == "focus":
+            if intensity.shape[0] != 1:
+                raise ValueError(f"iCoM of the focus scan takes that scan alone (shape (1, tx, ty, Qx, Qy), as "
+                                 f"needs() declares), got {intensity.shape[0]} scans")
+            patterns = intensity[0]
+        else:
+            patterns = intensity.mean(axis=0)
         qx, qy = geometry.q_vectors(xp)
         return {"com": centre_of_mass(patterns, qx, qy)}
 

@@ -110,7 +110,9 @@ def reconstruct(
         task = dask.delayed(whole_task, pure=True)(handle, geometry, method, needs, device=device,
                                                    progress=progress and in_process, bright_field=bf,
                                                    dask_key_name=f"whole-{run_token(st.path, [], periodic, method)}")
-        (obj, ill, origin, found, report), = compute(task, client=client, progress=progress and not in_process)
+        # one task: in this process it runs in this thread (Ctrl-C stops it; all of the memory is there)
+        (obj, ill, origin, found, report), = compute(task, client="inline" if in_process else client,
+                                                     progress=progress and not in_process)
         attrs.update(found)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
         attrs.update(integration="whole", device=device)

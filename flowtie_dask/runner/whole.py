@@ -44,6 +44,17 @@ def read_whole(handle, geometry, defocus, *, bright_field=None):
     return out, report
 
 
+def _worker_memory_limit():
+    """Bytes a Dask worker running this task may use (None outside a worker, or when it has no limit)."""
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        return None
+    return int(limit) if limit else None
+
+
 def whole_task(handle, geometry, method, needs, *, device: str = "cpu", progress: bool = False,
                bright_field=None):
     """The whole-scan pass as one task (run inline, on a Dask thread or on a worker, where the memory is
@@ -65,12 +76,12 @@ def whole_task(handle, geometry, method, needs, *, device: str = "cpu", progress
     Returns
     -------
     obj, illumination, origin, attrs
-        As :meth:`Method.run_whole`.
+        As :meth:`Method.run_whole` (which may overwrite the scans it is given: nothing else holds them).
     report : BlockReport
         Values repaired in the scans read.
     """
     tiled = [name for name, cls in REGISTRY.items() if cls.kind != "whole"]
-    require_memory(int(needs.memory), device=device,
+    require_memory(int(needs.memory), device=device, limit=_worker_memory_limit() if device == "cpu" else None,
                    what=f"--method {method.name} works on the whole scan at once and",
                    instead=f"crop the scan or use a tiled method (--method {', '.join(tiled)})")
     defocus = (0, 1, 2) if needs.defocus is None else tuple(needs.defocus)

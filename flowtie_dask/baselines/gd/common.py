@@ -161,6 +161,29 @@ def _sqrt_fft_order(intensity: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.fft.ifftshift(out, axes=(-2, -1)))
 
 
+def sqrt_fft_order_inplace(intensity: np.ndarray) -> np.ndarray:
+    """:func:`_sqrt_fft_order` written over ``intensity`` itself, one scan at a time (the peak is the data plus
+    one scan, not twice the data).
+
+    Parameters
+    ----------
+    intensity : ndarray, shape (S, ..., Qx, Qy), float32, C-contiguous
+        Overwritten.
+
+    Returns
+    -------
+    ndarray
+        ``intensity``, now √max(I, 0) in FFT order (zero frequency at index 0).
+    """
+    if intensity.dtype != np.float32 or not intensity.flags.c_contiguous:
+        raise ValueError("intensity must be a C-contiguous float32 array to be overwritten in place")
+    for part in intensity:
+        np.clip(part, 0, None, out=part)
+        np.sqrt(part, out=part)
+        part[...] = np.fft.ifftshift(part, axes=(-2, -1))
+    return intensity
+
+
 def _check_initial(initial, shape):
     """The starting object as a complex64 array of the object grid's shape, or None."""
     if initial is None:
