@@ -16,13 +16,18 @@ import time
 
 import numpy as np
 
+from flowtie_dask.methods import REGISTRY
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", default="resume_data")
-parser.add_argument("--method", choices=("tie", "flowtie"), default="tie")
+parser.add_argument("--method", choices=[n for n, c in REGISTRY.items() if c.kind != "whole"], default="tie",
+                    help="a tiled method of the registry (whole-scan methods have nothing to resume)")
 parser.add_argument("--scan", type=int, default=64, help="scan positions per side (GaAs 2×2 cells)")
 parser.add_argument("--tile", type=int, default=16)
 parser.add_argument("--kill-after", type=float, default=0.5, help="fraction of the tiles finished before SIGKILL")
 args = parser.parse_args()
+KIND = REGISTRY[args.method].kind
+FIELD = KIND == "field"
 
 env = {**os.environ, "CUPY_PYLOPS": "0"}
 cli = [sys.executable, "-m", "flowtie_dask.cli.main"]
@@ -32,7 +37,7 @@ if not os.path.exists(store):
     subprocess.run([*cli, "simulate", "GaAs", "--lateral-cells", "2", "--scan-pixels", str(args.scan),
                     "--no-progress", "--out", store], check=True, env=env, capture_output=True)
 common = [*cli, "reconstruct", store, "--method", args.method, "--tile-size", str(args.tile), "--halo", "8",
-          "--no-progress", "--overwrite", *(["--keep-fields"] if args.method == "flowtie" else [])]
+          "--no-progress", "--overwrite", *(["--keep-fields"] if FIELD else [])]
 clean, res = os.path.join(args.out, "clean.zarr"), os.path.join(args.out, "resumed.zarr")
 cache = os.path.join(args.out, ".resumed.zarr.resume")
 shutil.rmtree(cache, ignore_errors=True)
@@ -43,7 +48,7 @@ t_clean = time.perf_counter() - t0
 
 n_tiles = (-(-args.scan // args.tile)) ** 2
 target = max(1, int(args.kill_after * n_tiles))
-prefix = "field-" if args.method == "flowtie" else "tile-"  # FlowTIE (global integration): fields come first
+prefix = {"field": "field-", "reduce": "reduce-"}.get(KIND, "tile-")  # field methods: fields come first
 p = subprocess.Popen([*common, "--out", res], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 t0 = time.perf_counter()
 while True:
