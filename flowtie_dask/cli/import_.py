@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..atomic import claim_output
+from ..interop.microscope_log import read_microscope_log
 from ..interop.py4dstem import import_files
 from ..store import open_scan_store
 from .options import add_command, pair, positive_float, positive_int
@@ -27,12 +28,16 @@ def add_parser(sub) -> None:
     p.add_argument("minus", metavar="MINUS", help="file of the scan at the first defocus value (−Δz)")
     p.add_argument("focus", metavar="FOCUS", help="file of the scan at the second defocus value (in focus)")
     p.add_argument("plus", metavar="PLUS", help="file of the scan at the third defocus value (+Δz)")
-    p.add_argument("--defocus", type=float, nargs=3, required=True, metavar=("DF1", "DF2", "DF3"),
+    p.add_argument("--meta", metavar="FILE", default=None,
+                   help="microscope log (JSON or YAML, values with units: high tension, semi-angle, defocus with "
+                        "its sign convention, …; see flowtie_dask.interop.microscope_log); the flags below "
+                        "override it")
+    p.add_argument("--defocus", type=float, nargs=3, default=None, metavar=("DF1", "DF2", "DF3"),
                    help="defocus Δf of MINUS, FOCUS, PLUS in Å, with Δf = −C10 (positive = underfocus), "
                         "e.g. --defocus -20 0 20")
-    p.add_argument("--energy", type=positive_float, required=True, metavar="EV",
+    p.add_argument("--energy", type=positive_float, default=None, metavar="EV",
                    help="beam energy in eV (e.g. 300000 for 300 kV)")
-    p.add_argument("--semiangle", type=positive_float, required=True, metavar="MRAD",
+    p.add_argument("--semiangle", type=positive_float, default=None, metavar="MRAD",
                    help="probe convergence semi-angle in mrad")
     p.add_argument("--out", required=True, metavar="PATH", help="output scan store folder (*.zarr)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
@@ -60,11 +65,18 @@ def run(args: argparse.Namespace) -> int:
     chunks = pair(args.chunk, option="--chunk")
     if args.intensity_scale is not None and len(args.intensity_scale) not in (1, 3):
         raise ValueError(f"--intensity-scale takes one value or three (one per scan), got {args.intensity_scale}")
+    log = read_microscope_log(args.meta) if args.meta is not None else None
+    values = {}
+    for name, flag in (("defocus", "--defocus"), ("energy", "--energy"), ("semiangle", "--semiangle")):
+        values[name] = getattr(args, name) if getattr(args, name) is not None else getattr(log, name, None)
+        if values[name] is None:
+            raise ValueError(f"no {name}: give {flag} or a microscope log with it (--meta FILE)")
+    inputs = [args.minus, args.focus, args.plus, *([args.meta] if args.meta else [])]
     start = time.perf_counter()
-    with claim_output(args.out, overwrite=args.overwrite, inputs=[args.minus, args.focus, args.plus]):
+    with claim_output(args.out, overwrite=args.overwrite, inputs=inputs):
         path = import_files(
             args.minus, args.focus, args.plus,
-            defocus=args.defocus, energy=args.energy, semiangle=args.semiangle, out=args.out,
+            defocus=values["defocus"], energy=values["energy"], semiangle=values["semiangle"], out=args.out,
             aperture_edge=args.aperture_edge, aberrations=None if args.cs is None else {"C30": args.cs},
             detector_center=args.detector_center, chunks=chunks, overwrite=args.overwrite,
             periodic=args.periodic, intensity_scale=args.intensity_scale,

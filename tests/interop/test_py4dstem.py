@@ -279,3 +279,29 @@ def test_cli_import_and_export(sim_store, tmp_path, rng, capsys):
     assert err.count("\n") == 1 and "missing.h5" in err and err.startswith("flowtie-dask import: error:")
     assert main(["export", str(tmp_path / "res.zarr"), "--out", str(tmp_path / "res.h5")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_import_takes_a_microscope_log_and_flags_override_it(sim_store, tmp_path, capsys):
+    import json
+
+    assert main(["export", sim_store, "--out", str(tmp_path / "sim")]) == 0
+    files = [str(tmp_path / f"sim_defocus_{i}.h5") for i in range(3)]
+    log = tmp_path / "microscope.json"
+    log.write_text(json.dumps({"high_tension": "300 kV", "convergence_semiangle_mrad": 19,
+                               "defocus_nm": [2, 0, -2], "defocus_sign": "positive = overfocus"}))
+    store = str(tmp_path / "meta.zarr")
+    # the files record 20 mrad (a log's 19 would be refused as inconsistent): the flag overrides the log
+    assert main(["import", *files, "--meta", str(log), "--semiangle", "20", "--out", store]) == 0
+    m = open_scan_store(store).metadata
+    assert m.energy == 300e3 and m.semiangle == 20.0
+    assert tuple(m.defocus) == (-20.0, 0.0, 20.0)  # nm, overfocus-positive → Δf in Å, positive = underfocus
+    capsys.readouterr()
+    log.write_text(json.dumps({"convergence_semiangle_mrad": 20, "defocus_nm": [2, 0, -2],
+                               "defocus_sign": "positive = overfocus"}))
+    assert main(["import", *files, "--meta", str(log), "--out", str(tmp_path / "none.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no energy" in err and "high_tension_<unit>" in err
+    assert not os.path.exists(tmp_path / "none.zarr")
+    assert main(["import", *files, "--defocus", "-20", "0", "20", "--semiangle", "20", "--out",
+                 str(tmp_path / "none.zarr")]) == 2
+    assert "no energy: give --energy or a microscope log with it (--meta FILE)" in capsys.readouterr().err
