@@ -74,6 +74,13 @@ class ScanMetadata:
         True when the scan covers whole periods of a periodic specimen.
     provenance : dict
         Free-form record of where the data came from (simulator parameters, source files …).
+    scan_drift : three (float, float)
+        Where each scan lies against the focus scan, in Å along Rx and Ry, in the order of ``intensity``'s first
+        axis: scan position (i, j) of scan s sees the specimen at focus-scan position (i, j) + ``scan_drift[s]``
+        (the focus scan's own entry is (0, 0)). Zero: the three scans share one grid.
+    calibration : dict
+        What was estimated from the data (``flowtie-dask calibrate``): quantity → {"value", "uncertainty",
+        "method", "source": "estimated from data"}; empty when nothing was.
     """
 
     energy: float
@@ -89,6 +96,8 @@ class ScanMetadata:
     scan_origin: tuple[float, float] = (0.0, 0.0)
     periodic: bool = False
     provenance: dict = field(default_factory=dict)
+    scan_drift: tuple = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
+    calibration: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "scan_step", _pair(self.scan_step, "scan_step"))
@@ -100,6 +109,13 @@ class ScanMetadata:
         except (TypeError, ValueError):
             raise ScanStoreError(f"defocus must be three numbers in Å, got {self.defocus!r}") from None
         object.__setattr__(self, "defocus", defocus)
+        try:
+            drift = tuple(_pair(d, "scan_drift") for d in self.scan_drift)
+        except TypeError:
+            raise ScanStoreError(f"scan_drift must be three (x, y) pairs in Å, got {self.scan_drift!r}") from None
+        if len(drift) != 3 or not all(math.isfinite(v) for d in drift for v in d):
+            raise ScanStoreError(f"scan_drift must be three finite (x, y) pairs in Å, got {self.scan_drift!r}")
+        object.__setattr__(self, "scan_drift", drift)
         self.check()
 
     def check(self) -> None:
@@ -177,6 +193,8 @@ class ScanMetadata:
             "detector_transpose": self.detector_transpose,
             "intensity_normalization": INTENSITY_NORMALIZATION,
             "periodic": self.periodic,
+            "scan_drift_A": [list(d) for d in self.scan_drift],
+            "calibration": self.calibration,
             "units": UNITS,
             "provenance": self.provenance,
         }
@@ -210,6 +228,8 @@ class ScanMetadata:
             scan_origin=attrs.get("scan_origin_A", (0.0, 0.0)),
             periodic=bool(attrs.get("periodic", False)),
             provenance=dict(attrs.get("provenance", {})),
+            scan_drift=tuple(tuple(d) for d in attrs.get("scan_drift_A", ((0.0, 0.0),) * 3)),
+            calibration=dict(attrs.get("calibration", {})),
         )
 
     def replace(self, **changes) -> "ScanMetadata":
