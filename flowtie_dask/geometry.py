@@ -114,6 +114,9 @@ class ReconstructionGeometry:
         C10 of the three scans (Å), in the store's order.
     rotation, transpose :
         Detector orientation as stored (undone by :meth:`orient`).
+    scan_drift : three (float, float)
+        Å: where each scan lies against the focus scan (``ScanMetadata.scan_drift``; the runner resamples the
+        scans onto the focus grid by it).
     """
 
     energy: float
@@ -130,6 +133,7 @@ class ReconstructionGeometry:
     c10: tuple = (0.0, 0.0, 0.0)
     rotation: float = 0.0
     transpose: bool = False
+    scan_drift: tuple = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
 
     @classmethod
     def from_metadata(cls, metadata, *, scan_shape, detector_shape) -> "ReconstructionGeometry":
@@ -152,7 +156,7 @@ class ReconstructionGeometry:
             aberrations=dict(m.aberrations), scan_shape=tuple(scan_shape), scan_step=tuple(m.scan_step),
             detector_shape=shape, detector_sampling=dq, detector_center=center,
             periodic=bool(m.periodic), c10=tuple(m.c10), rotation=float(m.detector_rotation),
-            transpose=bool(m.detector_transpose),
+            transpose=bool(m.detector_transpose), scan_drift=tuple(getattr(m, "scan_drift", ((0.0, 0.0),) * 3)),
         )
 
     def orient(self, patterns: Any) -> Any:

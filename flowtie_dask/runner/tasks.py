@@ -15,6 +15,7 @@ from ..geometry import ReconstructionGeometry
 from ..quality import BlockReport, read_checked
 from ..reconstruct import project_tile, reconstruct_tile
 from ..tie import integrate_gradient
+from .align import interior_keep, read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
 __all__ = ["field_task", "load_reduction", "project_task", "reduce_task", "tile_task"]
@@ -34,10 +35,11 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
         Values repaired in the tile's block.
     """
     xp = get_array_module(device=device)
-    block, report = read_checked(path, tile.rows, tile.cols, bright_field=bright_field)
+    block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = xp.asarray(block)
     offset, num, ill = reconstruct_tile(block, geometry, xs=tile.xs, ys=tile.ys, interior=tile.interior,
-                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase)
+                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase,
+                                        keep=interior_keep(geometry, tile.xs, tile.ys))
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
@@ -56,7 +58,7 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
         Values repaired in the tile's haloed block (all three defocus values).
     """
     xp = get_array_module(device=device)
-    block, report = read_checked(path, tile.rows, tile.cols, bright_field=bright_field)
+    block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
     _, g = method.field(block, geometry)
     ix, iy = tile.interior
@@ -88,7 +90,8 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
     block, report = read_checked(path, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
     i0 = geometry.orient(xp.asarray(block[0]))
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
-    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
+    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic,
+                                    keep=interior_keep(geometry, xs, ys))
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
@@ -108,7 +111,7 @@ def reduce_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, meth
     """
     xp = get_array_module(device=device)
     xs, ys = tile.xs, tile.ys
-    block, report = read_checked(path, list(xs), list(ys), defocus=defocus, bright_field=bright_field)
+    block, report = read_aligned(path, geometry, list(xs), list(ys), defocus=defocus, bright_field=bright_field)
     arrays = {k: asnumpy(v) for k, v in method.reduce(geometry.orient(xp.asarray(block)), geometry).items()}
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), offset=np.array([xs[0], ys[0]]), report=report_bytes(report),

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..backend import require_memory
 from ..methods import REGISTRY
-from ..quality import BlockReport, read_checked
+from ..quality import BlockReport
+from .align import read_aligned
 
 __all__ = ["read_whole", "whole_task"]
 
@@ -37,7 +38,7 @@ def read_whole(handle, geometry, defocus, *, bright_field=None):
     out = np.empty((len(defocus), rx, ry) + tuple(geometry.detector_shape), dtype=np.float32)
     report = BlockReport()
     for i, s in enumerate(defocus):  # one scan at a time: the peak is the output plus one scan
-        block, r = read_checked(handle, range(rx), range(ry), defocus=[int(s)], bright_field=bright_field)
+        block, r = read_aligned(handle, geometry, range(rx), range(ry), defocus=[int(s)], bright_field=bright_field)
         out[i] = geometry.orient(block[0])
         report = report.merge(r)
         del block
