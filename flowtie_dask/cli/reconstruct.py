@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     if result.attrs.get("tiles_reused"):
         print(f"resumed: {result.attrs['tiles_reused']} finished tiles loaded, {result.attrs['tiles_computed']} "
               "computed", file=sys.stderr)
+    if result.attrs.get("assumed"):
+        level, line = result.attrs["assumed"]
+        print(f"{level}: {line}", file=sys.stderr)
     if result.attrs.get("data_repairs_summary"):
         print(f"note: {result.attrs['data_repairs_summary']}", file=sys.stderr)
     print(f"wrote {path} ({result.phase.shape[0]}×{result.phase.shape[1]} px of "

@@ -190,10 +190,26 @@ def _read_out(obj, ill, *, periodic: bool, what: str):
     return phase, np.abs(obj).astype(np.float64)
 
 
+def assumptions(metadata, path: str) -> tuple[str, str] | None:
+    """What a run assumes about a store without calibrations: (level, one line), or None when it has them.
+
+    A simulated store (``provenance["simulator"]``) gets a note; any other store (data from a microscope) a
+    warning that names ``flowtie-dask calibrate``."""
+    if metadata.calibration:
+        return None
+    line = ("no calibration recorded: the three scans are taken as registered, the beam centre and the detector "
+            "orientation as stored")
+    if "simulator" in metadata.provenance:
+        return "note", line + " (a simulation)"
+    return "warning", line + f"; estimate them from the data first: flowtie-dask calibrate {path}"
+
+
 def _result(st, phase, amplitude, ill, pixel, origin, periodic, attrs, report, *, start, tile_size, halo, n_tiles,
             reused, computed) -> ReconstructionResult:
-    """The result with the runner's attributes (tiling, timing, provenance, value repairs)."""
+    """The result with the runner's attributes (tiling, timing, provenance, value repairs, assumptions)."""
     attrs.update({
+        "assumed": assumptions(st.metadata, st.path),
+        "scan_drift_A": [list(d) for d in st.metadata.scan_drift],
         "tile_size": tile_size,
         "halo": halo,
         "n_tiles": n_tiles,

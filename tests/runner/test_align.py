@@ -133,3 +133,23 @@ def test_a_drifted_series_reconstructs_like_the_clean_one_only_with_its_drift_re
     # measured: clean 0.002544, drift recorded 0.002544, drift ignored 0.00333 rad²
     assert results["with"] < 1.02 * ref, (results, ref)
     assert results["without"] > 1.2 * results["with"], (results, ref)
+
+
+def test_a_store_without_calibration_says_what_was_assumed(tmp_path, capsys):
+    """A microscope's store without calibrations: a warning naming calibrate; with a calibration record: none."""
+    from flowtie_dask.cli.main import main
+
+    _smooth_store(tmp_path / "raw.zarr", [(0.0, 0.0)] * 3)
+    assert main(["reconstruct", str(tmp_path / "raw.zarr"), "--out", str(tmp_path / "r.zarr"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("warning:")]
+    assert len(line) == 1 and "the three scans are taken as registered" in line[0]
+    assert f"flowtie-dask calibrate {tmp_path / 'raw.zarr'}" in line[0]
+    st = open_scan_store(str(tmp_path / "raw.zarr"))
+    meta = st.metadata.replace(calibration={"scan_drift": {"value": [[0, 0]] * 3, "method": "test",
+                                                           "source": "estimated from data"}})
+    with write_scan_store(str(tmp_path / "cal.zarr"), meta, scan_shape=st.scan_shape,
+                          detector_shape=st.detector_shape) as g:
+        g["intensity"][:] = np.asarray(st.intensity[:])
+    assert main(["reconstruct", str(tmp_path / "cal.zarr"), "--out", str(tmp_path / "c.zarr"), "--no-progress"]) == 0
+    assert "calibration" not in capsys.readouterr().err
