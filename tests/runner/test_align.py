@@ -153,3 +153,17 @@ def test_a_store_without_calibration_says_what_was_assumed(tmp_path, capsys):
         g["intensity"][:] = np.asarray(st.intensity[:])
     assert main(["reconstruct", str(tmp_path / "cal.zarr"), "--out", str(tmp_path / "c.zarr"), "--no-progress"]) == 0
     assert "calibration" not in capsys.readouterr().err
+
+
+def test_scan_drift_is_checked_and_kept_by_the_store_metadata():
+    from flowtie_dask.store import ScanStoreError
+
+    kw = dict(energy=300e3, semiangle=20.0, defocus=(-20.0, 0.0, 20.0), scan_step=0.2, detector_sampling=0.1,
+              detector_center=(4, 4))
+    m = ScanMetadata(**kw, scan_drift=((0.1, -0.2), (0, 0), (0.3, 0.0)))
+    assert ScanMetadata.from_attrs(m.to_attrs()).scan_drift == ((0.1, -0.2), (0.0, 0.0), (0.3, 0.0))
+    assert ScanMetadata.from_attrs({k: v for k, v in m.to_attrs().items() if k != "scan_drift_A"}).scan_drift == \
+        ((0.0, 0.0),) * 3  # stores written before the field: no drift
+    for bad in [((0.1, 0.2),), ((0, 0), (0, 0), (float("nan"), 0))]:
+        with pytest.raises(ScanStoreError, match="scan_drift must be three"):
+            ScanMetadata(**kw, scan_drift=bad)
