@@ -3,7 +3,9 @@
 Layout::
 
     scan.zarr/
-      intensity            (3, Rx, Ry, Qx, Qy) float32 or uint16, chunks (1, cx, cy, Qx, Qy), Blosc/Zstd
+      intensity            (3, Rx, Ry, Qx, Qy) float32 or uint16, chunks (1, cx, cy, Qx, Qy), Blosc/Zstd; a store
+                           of counts (camera frames imported as they are) has the attribute ``scale``: normalised
+                           = stored × scale[defocus index] (:func:`intensity_scale`; :func:`read_block` applies it)
       truth/               only for simulated scans
         projected_phase    (Nx, Ny) float32, σ·Σ v_z in rad on the object grid
         probe_frame_phase  (Rx, Ry, Qx, Qy) float32, arg Ψ at focus (on request, for training)
@@ -26,7 +28,8 @@ are still read.
 The package's modules: :mod:`.metadata` (schema constants, :class:`ScanStoreError`, :class:`ScanMetadata`,
 :func:`default_chunks`), :mod:`.chunks` (chunk keys, positions and presence on disk), :mod:`.layout`
 (:class:`ScanStore`, writing, opening and validating a store), :mod:`.integrity` (:func:`read_block`,
-:func:`check_scan_store`) and :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry). Every public name is
+:func:`check_scan_store`), :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry) and :mod:`.update`
+(:func:`update_scan_metadata`, an atomic change of a store's metadata in place, e.g. by ``flowtie-dask calibrate``). Every public name is
 importable from ``flowtie_dask.store``; the private helpers (``_chunk_key`` …) from the module that defines them.
 """
 
@@ -36,7 +39,7 @@ from typing import Any  # noqa: F401 - resolves ScanStore's annotations (its __m
 
 from .handle import StoreHandle
 from .integrity import BadChunk, StoreCheck, check_scan_store, read_block
-from .layout import ScanStore, open_scan_store, validate_scan_store, write_scan_store, write_truth
+from .layout import ScanStore, intensity_scale, open_scan_store, validate_scan_store, write_scan_store, write_truth
 from .metadata import (
     INTENSITY_NORMALIZATION,
     SCHEMA,
@@ -46,6 +49,7 @@ from .metadata import (
     ScanStoreError,
     default_chunks,
 )
+from .update import update_scan_metadata
 
 __all__ = [
     "SCHEMA",
@@ -61,15 +65,17 @@ __all__ = [
     "open_scan_store",
     "validate_scan_store",
     "read_block",
+    "intensity_scale",
     "BadChunk",
     "StoreCheck",
     "check_scan_store",
     "StoreHandle",
+    "update_scan_metadata",
 ]
 
 # The public classes and functions keep the module name they had before the split (flowtie_dask.store), so
 # tracebacks, reprs and pickles (Dask tasks carry read_block) read as before.
 for _obj in (ScanStoreError, ScanMetadata, ScanStore, BadChunk, StoreCheck, default_chunks, write_scan_store,
-             write_truth, open_scan_store, validate_scan_store, read_block, check_scan_store):
+             write_truth, open_scan_store, validate_scan_store, read_block, check_scan_store, intensity_scale):
     _obj.__module__ = __name__
 del _obj

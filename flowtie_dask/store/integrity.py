@@ -29,7 +29,7 @@ from .chunks import (
     _stored_keys,
     _touched,
 )
-from .layout import ScanStore, _fail, _is_group, open_scan_store
+from .layout import ScanStore, _fail, _is_group, intensity_scale, open_scan_store
 from .metadata import ScanStoreError
 
 __all__ = ["read_block", "BadChunk", "StoreCheck", "check_scan_store"]
@@ -75,12 +75,14 @@ def _bad_chunks_in(array, coords_list) -> list["BadChunk"]:
     return bad
 
 
-def read_block(source, rows, cols, *, defocus=None, dtype=np.float32) -> np.ndarray:
+def read_block(source, rows, cols, *, defocus=None, dtype=np.float32, scaled: bool = True) -> np.ndarray:
     """Read ``intensity[defocus, rows, cols]`` of a scan store, naming any bad chunk.
 
     A plain module-level function (picklable: Dask tasks call it with the store's path). Contiguous ranges are
     read by slicing, non-contiguous or wrapped index lists (e.g. ``[14, 15, 0, 1]``) by orthogonal indexing,
-    exactly like ``intensity.oindex[:, rows, cols]``.
+    exactly like ``intensity.oindex[:, rows, cols]``. A store of counts (``flowtie-dask import`` of camera
+    frames: uint16 or float32 values with a ``scale`` attribute) is returned normalised, each scan multiplied by
+    its factor (:func:`intensity_scale`), so every reader sees the store's normalisation.
 
     Parameters
     ----------
@@ -91,7 +93,9 @@ def read_block(source, rows, cols, *, defocus=None, dtype=np.float32) -> np.ndar
     defocus : sequence of int, optional
         Defocus indices to read (default all three).
     dtype : numpy dtype
-        Of the returned array (float32 by default).
+        Of the returned array (float32 by default; a floating dtype when the store records a scale).
+    scaled : bool
+        Apply the store's ``scale`` (default); False returns the stored values (counts).
 
     Returns
     -------
@@ -131,7 +135,16 @@ def read_block(source, rows, cols, *, defocus=None, dtype=np.float32) -> np.ndar
         if not bad:
             raise
         _raise_bad(array, bad)
-    return np.asarray(out, dtype=dtype)
+    scale = intensity_scale(array) if scaled else None
+    if scale is None:
+        return np.asarray(out, dtype=dtype)
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise ValueError(f"read_block: the store holds counts with a scale; read them as floats, or with "
+                         f"scaled=False as {np.dtype(dtype)}")
+    out = np.asarray(out, dtype=dtype)  # a new array (the stored values are never floats of this kind) or ours
+    idd = np.arange(shape[0])[sd] if isinstance(sd, slice) else np.asarray(sd)
+    out *= scale[idd].astype(out.dtype).reshape((-1,) + (1,) * (out.ndim - 1))
+    return out
 
 
 def _raise_bad(array, bad: list["BadChunk"]):

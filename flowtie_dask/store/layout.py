@@ -20,10 +20,41 @@ import numpy as np
 from ..atomic import atomic_path, check_output
 from ..physics.constants import wavelength
 from ..physics.optics import DEFOCUS_CONVENTION
-from .chunks import _FIX, _array_name, _chunk_key, _chunk_where, _fill_missing_chunks, _missing_chunks
+from .chunks import (
+    _FIX,
+    _array_name,
+    _chunk_key,
+    _chunk_where,
+    _fill_missing_chunks,
+    _missing_chunks,
+    _store_path_of,
+)
 from .metadata import SCHEMA, SCHEMA_VERSION, ScanMetadata, ScanStoreError, _compressors, default_chunks
 
-__all__ = ["ScanStore", "validate_scan_store", "open_scan_store", "write_scan_store", "write_truth"]
+__all__ = ["ScanStore", "validate_scan_store", "open_scan_store", "write_scan_store", "write_truth",
+           "intensity_scale"]
+
+def intensity_scale(array) -> np.ndarray | None:
+    """The per-scan factors of an intensity array that stores counts (its ``scale`` attribute: normalised value =
+    stored value × scale[defocus index]), float64 of shape (3,); None for a store holding normalised values.
+
+    Raises
+    ------
+    ScanStoreError
+        The attribute is not three positive finite numbers.
+    """
+    scale = array.attrs.get("scale")
+    if scale is None:
+        return None
+    try:
+        values = np.asarray(scale, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.shape != (array.shape[0],) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ScanStoreError(f"scan store {_store_path_of(array)!r}: intensity attribute 'scale' must be "
+                             f"{array.shape[0]} positive numbers (one per scan), got {scale!r}; import the scan again")
+    return values
+
 
 @dataclass
 class ScanStore:
@@ -69,7 +100,9 @@ class ScanStore:
             f"scan store     {self.path}",
             f"intensity      {tuple(a.shape)} {a.dtype}, chunks {tuple(a.chunks)}, "
             f"{raw / 2**20:.1f} MiB raw, {stored / 2**20:.1f} MiB on disk ({raw / max(stored, 1):.1f}x), "
-            + ("CRC-32C per chunk" if checksummed else "no checksums (an older store)"),
+            + ("CRC-32C per chunk" if checksummed else "no checksums (an older store)")
+            + ("" if (scale := intensity_scale(a)) is None else
+               ", counts read × scale " + " / ".join(f"{v:.4g}" for v in scale) + " per scan"),
             f"optics         {m.energy / 1e3:g} kV (λ = {lam:.6f} Å), semi-angle {m.semiangle:g} mrad, "
             f"aperture edge {m.aperture_edge:g} mrad, aberrations {m.aberrations or 'none'}",
             f"defocus        Δf = {', '.join(f'{d:g}' for d in m.defocus)} Å ({DEFOCUS_CONVENTION})",
@@ -91,10 +124,15 @@ class ScanStore:
         return "\n".join(lines)
 
     def to_dask(self):
-        """The intensity as a dask array chunked like the store, shape (3, Rx, Ry, Qx, Qy)."""
+        """The intensity as a dask array chunked like the store, shape (3, Rx, Ry, Qx, Qy); a store of counts
+        (with a ``scale`` attribute) normalised like :func:`~flowtie_dask.store.read_block` reads it (float32)."""
         import dask.array as da
 
-        return da.from_zarr(self.intensity)
+        x = da.from_zarr(self.intensity)
+        scale = intensity_scale(self.intensity)
+        if scale is None:
+            return x
+        return x.astype(np.float32) * scale.astype(np.float32)[:, None, None, None, None]
 
 
 def _fail(msg: str):
@@ -153,6 +191,7 @@ def validate_scan_store(group, *, path: str = "the store", check_chunks: bool = 
     if min(inten.shape) < 1:
         _fail(f"{path}: intensity is empty, shape {tuple(inten.shape)}")
     meta = ScanMetadata.from_attrs(attrs)
+    intensity_scale(inten)  # a store of counts: its per-scan factors are three positive numbers
     qx, qy = inten.shape[3:5]
     cx, cy = meta.detector_center
     if not (0 <= cx < qx and 0 <= cy < qy):

@@ -305,3 +305,55 @@ def test_cli_import_takes_a_microscope_log_and_flags_override_it(sim_store, tmp_
     assert main(["import", *files, "--defocus", "-20", "0", "20", "--semiangle", "20", "--out",
                  str(tmp_path / "none.zarr")]) == 2
     assert "no energy: give --energy or a microscope log with it (--meta FILE)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ py4DSTEM files beside camera files
+def test_cli_tells_py4dstem_files_from_camera_files(sim_store, tmp_path, capsys):
+    import h5py
+
+    from flowtie_dask.interop.frames import frame_format
+    from tests.cli.catalogue import assert_refused
+
+    files = export_store(sim_store, tmp_path / "sim")
+    assert [frame_format(f) for f in files] == ["py4dstem"] * 3
+    opts = ["--defocus", "-20", "0", "20", "--energy", "300000", "--semiangle", "20"]
+    line = assert_refused(["import", *files, *opts, "--bin", "2", "--out", tmp_path / "a.zarr"], capsys=capsys,
+                          match="--bin apply to camera files", inputs=files, outputs=[tmp_path / "a.zarr"])
+    assert "py4DSTEM files carry" in line
+    frames = tmp_path / "frames.h5"
+    with h5py.File(frames, "w") as f:
+        f["entry/data/data"] = np.ones((64, 16, 16), np.uint16)
+    assert_refused(["import", files[0], str(frames), files[2], *opts, "--out", tmp_path / "b.zarr"], capsys=capsys,
+                   match="give three files of one kind: MINUS is py4dstem, FOCUS is hdf5", inputs=[frames],
+                   outputs=[tmp_path / "b.zarr"])
+    # naming the DataCube's dataset reads an EMD file as a plain 4D HDF5 dataset, streamed (one dataset name for
+    # the three files: the first file three times); the store's first scan is what that dataset holds
+    with h5py.File(files[0]) as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 4 else None)
+    out = tmp_path / "c.zarr"
+    assert main(["import", *[files[0]] * 3, *opts, "--dataset", names[0], "--scan-step", "0.7",
+                 "--detector-sampling", "0.05", "--out", str(out)]) == 0
+    src, got = open_scan_store(sim_store), open_scan_store(out)
+    assert got.metadata.provenance["format"] == ["hdf5"] * 3 and got.metadata.scan_step == (0.7, 0.7)
+    np.testing.assert_array_equal(got.intensity[2], src.intensity[0])  # float32 patterns, as they were
+
+
+def test_export_of_a_store_of_counts_writes_normalised_datacubes(tmp_path, rng):
+    import h5py
+
+    from flowtie_dask.interop.frames import import_frames
+
+    files = []
+    for i in range(3):
+        files.append(str(tmp_path / f"f{i}.h5"))
+        with h5py.File(files[-1], "w") as f:
+            f["entry/data/data"] = rng.poisson(30.0, size=(4, 5, 6, 6)).astype(np.uint16)
+    out = import_frames(*files, out=tmp_path / "c.zarr", **OPTICS, scan_step=0.5, detector_sampling=0.1)
+    assert open_scan_store(out).intensity.dtype == np.uint16
+    cubes = store_to_datacubes(out)
+    for i, cube in enumerate(cubes):
+        with h5py.File(files[i]) as f:
+            raw = f["entry/data/data"][:].astype(np.float64)
+        np.testing.assert_allclose(cube.data, raw / raw.sum(axis=(2, 3)).mean(), rtol=1e-6)
+        assert cube.data.sum(axis=(2, 3)).mean() == pytest.approx(1.0, rel=1e-5)

@@ -18,7 +18,7 @@ from ... import __version__
 from ...atomic import atomic_path, check_output
 from ...pairs import pair
 from ...physics import DEFOCUS_CONVENTION
-from ...store import INTENSITY_NORMALIZATION, SCHEMA, open_scan_store
+from ...store import INTENSITY_NORMALIZATION, SCHEMA, intensity_scale, open_scan_store
 from .common import DATACUBE_RECORD_SCHEMA, RECORD_NAME, RESULT_RECORD_SCHEMA, _json_safe, _py4dstem
 
 
@@ -77,7 +77,11 @@ def _datacube_from_store(store, index: int):
     m = store.metadata
     step = _square(m.scan_step, "the scan step", store.path)
     dq = _square(m.detector_sampling, "the detector sampling", store.path)
-    cube = py4DSTEM.DataCube(data=np.asarray(store.intensity[index]), name=f"defocus_{index}")
+    data = np.asarray(store.intensity[index])
+    scale = intensity_scale(store.intensity)
+    if scale is not None:  # a store of counts: its normalised values, as the record says
+        data = data.astype(np.float32) * np.float32(scale[index])
+    cube = py4DSTEM.DataCube(data=data, name=f"defocus_{index}")
     cal = cube.calibration
     cal.set_R_pixel_size(step)
     cal.set_R_pixel_units("A")
