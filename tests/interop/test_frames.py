@@ -97,6 +97,13 @@ def test_hdf5_frame_stack_bitshuffle_lz4_keeps_uint16_counts_and_metadata_from_t
                                   scans[2][1:3, :1][None])
     np.testing.assert_allclose(store.to_dask()[1].compute(), block[1], rtol=1e-6)
     assert "counts read × scale" in store.describe()
+    # flags override the log; the sampling is per pixel of the files, times the binning
+    out2 = tmp_path / "s2.zarr"
+    assert cli(files, out2, "--meta", write_log(tmp_path), "--scan-step", "0.3", "0.4", "--detector-sampling",
+               "0.05", "--bin", "2", "--semiangle", "21", "--threads", "1") == 0
+    m2 = open_scan_store(out2).metadata
+    assert m2.scan_step == (0.3, 0.4) and m2.detector_sampling == pytest.approx((0.1, 0.1)) and m2.semiangle == 21
+    assert m2.provenance["scan_step_from"] == "argument --scan-step" and m2.provenance["binning"] == 2
 
 
 def test_hdf5_4d_dataset_binned_sums_pixels_and_scales_the_sampling(tmp_path):
@@ -121,6 +128,15 @@ def test_hdf5_4d_dataset_binned_sums_pixels_and_scales_the_sampling(tmp_path):
     np.testing.assert_array_equal(st8.intensity[2], binned(small[2], 2))
 
 
+@pytest.mark.parametrize("codec", ["LZ4", "Blosc", "Zstd", "gzip"])
+def test_hdf5_compression_filters_of_cameras(tmp_path, codec):
+    compression = {"compression": "gzip"} if codec == "gzip" else dict(getattr(hdf5plugin, codec)())
+    scans = [counts(i) for i in range(3)]
+    files = [write_h5(str(tmp_path / f"{codec}{i}.h5"), s, compression=compression) for i, s in enumerate(scans)]
+    out = import_frames(*files, out=tmp_path / "z.zarr", log=read_microscope_log(write_log(tmp_path)))
+    np.testing.assert_array_equal(open_scan_store(out).intensity[:], np.stack(scans))
+
+
 def test_reads_are_by_store_block_never_the_whole_scan(tmp_path, monkeypatch):
     shape = (12, 10) + DET
     scans = [counts(i, shape=shape) for i in range(3)]
@@ -139,6 +155,23 @@ def test_reads_are_by_store_block_never_the_whole_scan(tmp_path, monkeypatch):
     assert max(r for r, _ in asked) <= 4 and max(c for _, c in asked) <= 4
     assert sum(r * c for r, c in asked) == 3 * 12 * 10  # every position read exactly once per file
     np.testing.assert_array_equal(open_scan_store(out).intensity[1], scans[1])
+
+
+def test_import_memory_follows_the_block_not_the_scan(tmp_path):
+    """Python-level peak allocations (tracemalloc: NumPy's buffers included) of a 4× larger scan stay flat, well
+    below one scan (after a first import has loaded every module and cache)."""
+    import tracemalloc
+
+    peaks = []
+    for side in (4, 8, 16):
+        files = [write_h5(str(tmp_path / f"m{side}_{i}.h5"), counts(i, shape=(side, side, 64, 64))) for i in range(3)]
+        tracemalloc.start()
+        import_frames(*files, out=tmp_path / f"m{side}.zarr", log=read_microscope_log(write_log(tmp_path)),
+                      scan_shape=(side, side), chunks=(4, 4), client="inline")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    scan_bytes = 16 * 16 * 64 * 64 * 2  # the largest scan; a block (4×4 patterns) is 1/16 of it
+    assert peaks[2] < 1.5 * peaks[1] and peaks[2] < scan_bytes / 2, (peaks, scan_bytes)
 
 
 # -------------------------------------------------------------------------------------- npy and raw

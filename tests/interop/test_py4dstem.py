@@ -357,3 +357,28 @@ def test_export_of_a_store_of_counts_writes_normalised_datacubes(tmp_path, rng):
             raw = f["entry/data/data"][:].astype(np.float64)
         np.testing.assert_allclose(cube.data, raw / raw.sum(axis=(2, 3)).mean(), rtol=1e-6)
         assert cube.data.sum(axis=(2, 3)).mean() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_counts_store_reads_as_the_py4dstem_import_normalised_it(tmp_path, rng):
+    """The same uint16 counts through both imports: py4DSTEM's bakes 1/mean into float32 values, the streaming
+    import keeps the counts and records the factor; read_block gives the methods the same numbers."""
+    import h5py
+
+    from flowtie_dask.interop.frames import import_frames
+    from flowtie_dask.store import read_block
+
+    raw = [rng.poisson(50.0, size=(5, 4, 8, 8)).astype(np.uint16) for _ in range(3)]
+    baked = datacubes_to_store([make_cube(r) for r in raw], **OPTICS, out=tmp_path / "baked.zarr")
+    files = []
+    for i, r in enumerate(raw):
+        files.append(str(tmp_path / f"f{i}.h5"))
+        with h5py.File(files[-1], "w") as f:
+            f["entry/data/data"] = r.reshape(20, 8, 8)
+    counts = import_frames(*files, out=tmp_path / "counts.zarr", **OPTICS, scan_shape=(5, 4), scan_step=0.5,
+                           detector_sampling=0.1)
+    assert open_scan_store(counts).intensity.dtype == np.uint16
+    assert open_scan_store(baked).intensity.dtype == np.float32
+    for rows, cols in ((range(5), range(4)), ([4, 0, 1], [3, 0])):  # slices and wrapped index lists
+        np.testing.assert_allclose(read_block(counts, rows, cols), read_block(baked, rows, cols), rtol=2e-7)
+    assert (open_scan_store(counts).metadata.provenance["intensity_scale"]
+            == pytest.approx(open_scan_store(baked).metadata.provenance["intensity_scale"], rel=1e-12))
