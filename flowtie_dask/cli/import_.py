@@ -99,7 +99,7 @@ def add_parser(sub) -> None:
     c.add_argument("--offset", type=nonnegative_int, default=0, metavar="BYTES",
                    help="header bytes before the first value of a raw binary file (default 0)")
     c.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="Dask threads (default: one per core); memory is about N × a few chunks")
+                   help="Dask threads (default: one per core, at most 8); memory is about N × a few chunks")
     c.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)")
 
 

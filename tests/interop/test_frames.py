@@ -320,14 +320,17 @@ BAD = {
                                 write_h5(str(t / "c.h5"), counts(2, shape=(6, 5, 8, 6)))],
     "no-scan-step": lambda t: series(t, write_h5, ".h5")[1],
     "bin-does-not-divide": lambda t: series(t, write_h5, ".h5")[1],
+    "4d-scan-shape": lambda t: series(t, lambda p, s: write_h5(p, s, frames=False), ".h5")[1],
 }
 FLAGS = {"missing-dataset": ["--dataset", "entry/nope"], "frame-count": ["--scan-shape", "5", "5"],
-         "raw-size": ["--dtype", "uint16", "--shape", "30", "8", "8"], "bin-does-not-divide": ["--bin", "3"]}
+         "raw-size": ["--dtype", "uint16", "--shape", "30", "8", "8"], "bin-does-not-divide": ["--bin", "3"],
+         "4d-scan-shape": ["--scan-shape", "3", "10"]}
 SAYS = {"not-hdf5": "not a readable HDF5 file", "missing-dataset": "no dataset 'entry/nope'",
         "frame-count": "30 frames but the scan shape 5×5 needs 25", "corrupt-frame": "cannot read 'entry/data/data'",
         "bad-npy": "not a readable NumPy .npy file", "raw-size": "check --shape, --dtype and --offset",
         "bad-mib": "RosettaSciIO's quantumdetector reader cannot read it", "shapes-differ": "the three scans must",
-        "no-scan-step": "no scan step: give --scan-step", "bin-does-not-divide": "does not divide into 3×3 bins"}
+        "no-scan-step": "no scan step: give --scan-step", "bin-does-not-divide": "does not divide into 3×3 bins",
+        "4d-scan-shape": "has a 6×5 scan but the scan shape given is 3×10 (--scan-shape, or the log's scan_shape)"}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -23,7 +23,8 @@ def _as_scan(path, mm, scan_shape, what):
     if mm.ndim == 4:
         if scan_shape is not None and tuple(int(v) for v in scan_shape) != tuple(mm.shape[:2]):
             raise ValueError(f"{path}: the {what} have a {mm.shape[0]}×{mm.shape[1]} scan but the scan shape given is "
-                             f"{scan_shape[0]}×{scan_shape[1]}; drop --scan-shape or give the file's")
+                             f"{scan_shape[0]}×{scan_shape[1]}"
+                             " (--scan-shape, or the log's scan_shape); give the file's")
         return mm, "4D (Rx, Ry, Qx, Qy)"
     raise ValueError(f"{path}: the {what} have shape {tuple(mm.shape)}; give frames (N, Qx, Qy) or patterns "
                      "(Rx, Ry, Qx, Qy)")

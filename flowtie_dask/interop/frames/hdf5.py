@@ -123,7 +123,8 @@ class HDF5Frames(FrameSource):
                 rx, ry = d.shape[:2]
                 if scan_shape is not None and tuple(int(v) for v in scan_shape) != (rx, ry):
                     raise ValueError(f"{self.path}: dataset {name!r} has a {rx}×{ry} scan but the scan shape given is "
-                                     f"{scan_shape[0]}×{scan_shape[1]}; drop --scan-shape or give the file's")
+                                     f"{scan_shape[0]}×{scan_shape[1]}"
+                                     " (--scan-shape, or the log's scan_shape); give the file's")
                 self._frames = False
             self.shape = (int(rx), int(ry), int(d.shape[-2]), int(d.shape[-1]))
             self.dataset = name

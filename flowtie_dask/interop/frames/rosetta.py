@@ -159,7 +159,8 @@ class RsciioFrames(FrameSource):
             data = data.reshape((rx, ry) + tuple(data.shape[1:]))
         elif scan_shape is not None and tuple(int(v) for v in scan_shape) != tuple(data.shape[:2]):
             raise ValueError(f"{self.path}: the file holds a {data.shape[0]}×{data.shape[1]} scan but the scan shape "
-                             f"given is {scan_shape[0]}×{scan_shape[1]}; drop --scan-shape or give the file's")
+                             f"given is {scan_shape[0]}×{scan_shape[1]}"
+                             " (--scan-shape, or the log's scan_shape); give the file's")
         if min(data.shape) < 1:
             raise ValueError(f"{self.path}: the scan is empty, shape {tuple(data.shape)}")
         self._data = data

@@ -155,7 +155,7 @@ def import_frames(minus, focus, plus, *, out, defocus=None, energy=None, semiang
     provenance : dict, optional
         Merged into the store's provenance.
     threads : int, optional
-        Dask threads (default: one per core); memory is about threads × a few chunks.
+        Dask threads (default: one per core, at most 8); memory is about threads × a few chunks.
     progress : bool
         A progress bar on stderr.
     client : distributed.Client or "inline", optional
@@ -252,7 +252,8 @@ def import_frames(minus, focus, plus, *, out, defocus=None, energy=None, semiang
         parts = [task(sources, target, slice(x0, min(x0 + cx, rx)), slice(y0, min(y0 + cy, ry)), binning,
                       store_dtype, dask_key_name=f"import-{x0}-{y0}")
                  for x0 in range(0, rx, cx) for y0 in range(0, ry, cy)]
-        with dask.config.set(num_workers=threads) if threads else contextlib.nullcontext():
+        threads = threads or min(os.cpu_count() or 1, 8)  # past ~8 the HDF5 lock and the disk set the pace
+        with dask.config.set(num_workers=threads) if client is None else contextlib.nullcontext():
             sums = np.sum(compute(*parts, client=client, progress=progress, label="import"), axis=0)
         means = [float(v) / (rx * ry) for v in sums]
         if scales is None:
