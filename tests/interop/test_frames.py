@@ -186,6 +186,10 @@ def test_npy_frames_and_4d_float_npy(tmp_path):
     store = open_scan_store(out)
     assert store.intensity.dtype == np.uint16
     np.testing.assert_array_equal(store.intensity[0], scans[0])
+    given = import_frames(*files, out=tmp_path / "g.zarr", log=read_microscope_log(write_log(tmp_path)),
+                          intensity_scale=[1.0, 2.0, 0.5])  # recorded as the scale, never applied to the values
+    assert open_scan_store(given).intensity.attrs["scale"] == [1.0, 2.0, 0.5]
+    np.testing.assert_array_equal(read_block(given, range(6), range(5), defocus=[1])[0], 2.0 * scans[1])
     floats = [s.astype(np.float64) * 0.5 for s in scans]
     ffiles = []
     for i, s in enumerate(floats):
