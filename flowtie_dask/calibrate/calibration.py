@@ -276,24 +276,27 @@ def record_calibration(cal: Calibration, *, force: bool = False) -> ScanMetadata
     if cal.problems and not force:
         raise ValueError(f"{cal.problems[0]}; nothing was written (--force records it anyway, --only leaves a step "
                          "out)")
-    current = open_scan_store(cal.path, check_chunks=False).metadata
-    fields = cal.fields()
-    record = dict(current.calibration)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    for quantity, entry in cal.entries().items():
-        entry = {**entry, "date": date, "flowtie_dask_version": __version__}
-        if quantity in fields:
-            previous = getattr(current, quantity)
-            entry["previous"] = [list(v) for v in previous] if quantity == "scan_drift" else (
-                list(previous) if isinstance(previous, tuple) else previous)
-        if cal.problems:
-            entry["forced_past"] = list(cal.problems)
-        old = record.get(quantity)
-        if isinstance(old, dict):
-            old = dict(old)
-            entry["history"] = list(old.pop("history", [])) + [old]
-        record[quantity] = entry
-    return update_scan_metadata(cal.path, **fields, calibration=record)
+
+    def change(current: ScanMetadata) -> dict:  # under the store's update lock: the record as it is now
+        fields = cal.fields()
+        record = dict(current.calibration)
+        for quantity, entry in cal.entries().items():
+            entry = {**entry, "date": date, "flowtie_dask_version": __version__}
+            if quantity in fields:
+                previous = getattr(current, quantity)
+                entry["previous"] = [list(v) for v in previous] if quantity == "scan_drift" else (
+                    list(previous) if isinstance(previous, tuple) else previous)
+            if cal.problems:
+                entry["forced_past"] = list(cal.problems)
+            old = record.get(quantity)
+            if isinstance(old, dict):
+                old = dict(old)
+                entry["history"] = list(old.pop("history", [])) + [old]
+            record[quantity] = entry
+        return {**fields, "calibration": record}
+
+    return update_scan_metadata(cal.path, change)
 
 
 def _fmt(value) -> str:
