@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..calibrate import describe_calibration
 from ..geometry import ReconstructionGeometry
 from ..methods import methods_for
 from ..store import ScanStoreError, check_scan_store, open_scan_store
@@ -35,15 +36,30 @@ def _methods_line(store) -> str:
     return line
 
 
+def _calibration_lines(store) -> list[str]:
+    """Which calibrations the store has and where they came from (``flowtie-dask calibrate``), and its drift."""
+    m = store.metadata
+    record = describe_calibration(m.calibration)
+    lines = ["calibration    " + (record[0] if record else "none recorded (flowtie-dask calibrate STORE estimates "
+                                 "the beam centre, detector rotation and scan drift from the data)")]
+    lines += ["               " + line for line in record[1:]]
+    if any(v for d in m.scan_drift for v in d):
+        lines.append("scan drift     " + ", ".join(f"({x:+.3f}, {y:+.3f})" for x, y in m.scan_drift)
+                     + " Å against the focus scan")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the summary of ``args.path`` (and, with ``--check``, every bad chunk)."""
     if not args.check:
         store = open_scan_store(args.path)
         print(store.describe())
+        print("\n".join(_calibration_lines(store)))
         print(_methods_line(store))
         return 0
     store = open_scan_store(args.path, check_chunks=False)  # --check lists missing chunks itself
     print(store.describe(), flush=True)
+    print("\n".join(_calibration_lines(store)), flush=True)
     report = check_scan_store(store, on_bad=lambda bad: print(f"bad chunk  {bad}", flush=True))
     if not report.ok:
         raise ScanStoreError(report.summary())
