@@ -237,6 +237,12 @@ def calibrate_store(path, *, steps=STEPS, upsample: int = 100, tolerance: float 
         elif r.curl_fraction_other < MIN_TRANSPOSE_MARGIN * r.curl_fraction:
             cal.problems.append(f"rotation: the transpose is undecided (curl {100 * r.curl_fraction:.1f}% against "
                                 f"{100 * r.curl_fraction_other:.1f}% for the other)")
+        dq = m.detector_sampling
+        quarter = r.rotation / 90.0
+        if abs(quarter - round(quarter)) > 1e-9 and abs(dq[0] - dq[1]) > 1e-6 * dq[0]:
+            cal.warnings.append(f"the detector's pixels are not square ({dq[0]:.5g} × {dq[1]:.5g} 1/Å): a "
+                                f"reconstruction refuses a rotation of {r.rotation:.2f}° until the patterns are "
+                                "resampled to square pixels")
         if r.skewness < MIN_SKEWNESS:
             cal.problems.append(f"rotation: the 180° choice is undecided (iCoM phase skewness {r.skewness:.2f} < "
                                 f"{MIN_SKEWNESS:g})")

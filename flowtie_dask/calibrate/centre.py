@@ -33,7 +33,8 @@ class DiskFit:
         and the intensity-weighted centre of mass of the disk (an independent estimate, the fit's start), so
         systematic structure counts too.
     threshold_centre : (float, float)
-        Centre of mass of the thresholded disk (the starting point).
+        Unweighted centre of the thresholded disk's pixels (the fit starts from the intensity-weighted centre of
+        mass of that region, which is finer).
     threshold_radius : float
         √(area/π) of the thresholded disk.
     inside, outside : float

@@ -4,6 +4,7 @@ from the store's own data and recorded in it."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..atomic import check_output, protect_inputs
@@ -43,11 +44,23 @@ def add_parser(sub) -> None:
                         "(default 0.25)")
 
 
+def _check_format(path: str) -> None:
+    """Refuse a --figure whose suffix matplotlib cannot write, before anything is computed."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in kinds:
+        raise ValueError(f"--figure {path!r}: matplotlib cannot write .{suffix} files; use one of "
+                         f"{', '.join('.' + k for k in sorted(kinds))}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Estimate, print the summary, draw the figure, record (unless ``--dry-run``)."""
     if args.figure:
         check_output(args.figure, overwrite=args.overwrite, option="--figure")
         protect_inputs(args.figure, [args.store], option="--figure")
+        _check_format(args.figure)
     cal = calibrate_store(args.store, steps=args.only, upsample=args.upsample, tolerance=args.tolerance)
     print(f"calibrate      {cal.path} ({', '.join(cal.steps)})")
     for line in cal.summary():

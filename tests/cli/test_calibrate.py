@@ -87,6 +87,8 @@ def test_refusals_are_one_line_and_leave_the_store_alone(store, source, tmp_path
                    inputs=[store], capsys=capsys)
     assert_refused(["calibrate", store, "--figure", str(tmp_path / "no" / "f.png")], match="does not exist",
                    inputs=[store], capsys=capsys)
+    assert_refused(["calibrate", store, "--figure", str(tmp_path / "f.zarr")], match="cannot write .zarr files",
+                   inputs=[store], capsys=capsys)
     src = open_scan_store(store)
     inten = np.asarray(src.intensity[...])
     blank = str(tmp_path / "blank.zarr")
