@@ -69,7 +69,7 @@ def footprint(geometry: ReconstructionGeometry, xs: range, ys: range, *, periodi
 
 
 def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: range, ys: range,
-                 periodic: bool, batch: int = 256, keep=None):
+                 periodic: bool, batch: int = 256):
     """Overlap-add the exit waves of a block of scan positions onto its object footprint.
 
     Parameters
@@ -83,8 +83,6 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
         Periodic object (one scan period).
     batch : int
         Positions per vectorised batch.
-    keep : ndarray, shape (bx, by), bool, optional
-        Project only these positions (e.g. the common area of the three scans); default all.
 
     Returns
     -------
@@ -100,9 +98,6 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
     q = i0.shape[-2:]
     i0f = i0.reshape((-1,) + q)
     phf = phase.reshape((-1,) + q)
-    if keep is not None and not np.all(keep):
-        sel = np.flatnonzero(np.asarray(keep).ravel())
-        i0f, phf, pos = i0f[sel], phf[sel], pos[xp.asarray(sel)]
     num = xp.zeros(shape, dtype=xp.complex128)
     ill = xp.zeros(shape, dtype=xp.float64)
     for s in range(0, i0f.shape[0], batch):
@@ -116,7 +111,7 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
 
 def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: range, ys: range,
                      interior: tuple[slice, slice], periodic: bool, boundary: str,
-                     phase_method: Callable | None = None, keep=None):
+                     phase_method: Callable | None = None):
     """Full per-tile chain: orient → phase of every pattern → exit waves → partial projection.
 
     Parameters
@@ -134,8 +129,6 @@ def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: ra
         Boundary condition of the phase solver on this tile.
     phase_method : callable, optional
         ``f(intensity, geometry, boundary=...) -> (i0, phase)``; classical TIE by default.
-    keep : ndarray, shape (len(xs), len(ys)), bool, optional
-        Interior positions to project (default all).
 
     Returns
     -------
@@ -145,4 +138,4 @@ def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: ra
     intensity = geometry.orient(intensity)
     method = phase_method or tie_phase_of_tile
     i0, phase = method(intensity, geometry, boundary=boundary)
-    return project_tile(i0[interior], phase[interior], geometry, xs=xs, ys=ys, periodic=periodic, keep=keep)
+    return project_tile(i0[interior], phase[interior], geometry, xs=xs, ys=ys, periodic=periodic)

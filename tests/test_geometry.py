@@ -66,3 +66,21 @@ def test_object_grid():
         odd.object_grid(periodic=True)
     with pytest.raises(ValueError, match="square pixels"):
         ReconstructionGeometry.from_metadata(_meta(detector_rotation=30.0), scan_shape=(4, 4), detector_shape=(8, 8))
+
+
+def test_rotations_off_the_quarter_turns_are_cubic_and_keep_intensities_non_negative():
+    """A soft bright-field disk rotated by 31° and back: cubic splines (the default) return it far closer than
+    linear interpolation (which blurs the disk edge the TIE's per-pixel derivative feels), and never below 0."""
+    from flowtie_dask.geometry import orient_patterns
+
+    n = 48
+    i, j = np.meshgrid(np.arange(n) - 23.3, np.arange(n) - 24.6, indexing="ij")
+    disk = 1.0 / (1.0 + np.exp((np.hypot(i, j * 1.1) - 12.0) / 0.6))
+    stack = np.stack([disk, disk ** 2])
+    inner = np.hypot(i, j) < 18
+    err = {}
+    for order in (1, 3):
+        back = orient_patterns(orient_patterns(stack, rotation=31.0, order=order), rotation=-31.0, order=order)
+        assert back.shape == stack.shape and back.min() >= 0
+        err[order] = np.abs(back - stack)[:, inner].max()
+    assert err[3] < 0.5 * err[1], err  # measured: linear 0.071, cubic 0.018

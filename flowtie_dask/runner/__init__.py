@@ -28,6 +28,7 @@ from ..store import ScanStore, StoreHandle, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
 from .tiles import load_partial, plan_tiles, readable
+from .align import window_geometry
 from .whole import whole_task
 
 __all__ = ["WHOLE_SCAN_BYTES", "reconstruct"]
@@ -99,7 +100,9 @@ def reconstruct(
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
     periodic = geometry.periodic if periodic is None else bool(periodic)
-    geometry = dataclasses.replace(geometry, periodic=periodic)  # the geometry the method runs on
+    geometry = dataclasses.replace(geometry, periodic=periodic)
+    # the geometry the method runs on: the common area of the three scans when they drifted (a window)
+    geometry = window_geometry(geometry)
     method.check(geometry)
     needs = method.needs(geometry)
     handle = StoreHandle(st.path)  # what the tasks carry: a path that reads checked blocks (picklable)
@@ -115,19 +118,19 @@ def reconstruct(
                                                      progress=progress and not in_process)
         attrs.update(found)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
-        attrs.update(integration="whole", device=device)
-        return _result(st, phase, amplitude, ill, geometry.pixel, origin, periodic, attrs, report, start=start,
+        attrs.update(integration="whole", device=device, grid="object")
+        return _result(st, geometry, phase, amplitude, ill, geometry.pixel, origin, periodic, attrs, report, start=start,
                        tile_size=None, halo=0, n_tiles=1, reused=0, computed=1)
     if halo < 0:
         raise ValueError(f"halo must be ≥ 0 scan positions, got {halo}")
-    halo = min(max(halo, needs.halo), max(st.scan_shape))  # more adds nothing (clipped or wrapped) but memory
+    halo = min(max(halo, needs.halo), max(geometry.scan_shape))  # more adds nothing (clipped or wrapped) but memory
     if tile_size == "auto":
         tile_size = None if st.intensity.nbytes <= WHOLE_SCAN_BYTES else (64, 64)
     if isinstance(tile_size, int):
         tile_size = (tile_size, tile_size)
     if integration not in ("auto", "tile", "global"):
         raise ValueError(f"integration must be 'auto', 'tile' or 'global', got {integration!r}")
-    tiles = plan_tiles(st.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
+    tiles = plan_tiles(geometry.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
     if integration == "global" and method.kind != "field":
         raise ValueError(f"integration='global' needs a method that predicts gradient fields, not {method.name!r}")
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
@@ -144,10 +147,10 @@ def reconstruct(
                  task(handle, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
                       defocus=needs.defocus, dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
         pieces = compute(*parts, client=client, progress=progress)
-        merged, report = _merge_reductions(pieces, st.scan_shape)
+        merged, report = _merge_reductions(pieces, geometry.scan_shape)
         phase, amplitude, ill, pixel, origin = method.finalize(merged, geometry, periodic=periodic)
         check_phase(phase, what=f"the {method.name} phase of {st.path}")
-        attrs.update(integration="reduce")
+        attrs.update(integration="reduce", grid="scan" if np.allclose(pixel, geometry.scan_step) else "object")
     else:
         shape, origin = geometry.object_grid(periodic=periodic)
         if use_global:
@@ -170,9 +173,9 @@ def reconstruct(
         obj = divide_illumination(num, ill, eps=eps)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
         pixel = geometry.pixel
-        attrs.update(integration="global" if use_global else "tile", eps=eps)
+        attrs.update(integration="global" if use_global else "tile", eps=eps, grid="object")
     reused = sum(n in done for n in names)
-    return _result(st, phase, amplitude, ill, pixel, origin, periodic, attrs, report, start=start,
+    return _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs, report, start=start,
                    tile_size=list(tile_size) if tile_size else None, halo=halo, n_tiles=len(tiles), reused=reused,
                    computed=len(names) - reused)
 
@@ -204,10 +207,15 @@ def assumptions(metadata, path: str) -> tuple[str, str] | None:
     return "warning", line + f"; estimate them from the data first: flowtie-dask calibrate {path}"
 
 
-def _result(st, phase, amplitude, ill, pixel, origin, periodic, attrs, report, *, start, tile_size, halo, n_tiles,
-            reused, computed) -> ReconstructionResult:
+def _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs, report, *, start, tile_size, halo,
+            n_tiles, reused, computed) -> ReconstructionResult:
     """The result with the runner's attributes (tiling, timing, provenance, value repairs, assumptions)."""
+    (r0, c0), (sx, sy) = geometry.scan_offset, geometry.scan_step
+    origin = (float(origin[0]) + r0 * sx, float(origin[1]) + c0 * sy)  # relative to the store's first position
+    rx, ry = geometry.scan_shape
     attrs.update({
+        # the common area of drifted scans, when it is not the whole scan (store indices, end exclusive)
+        "scan_window": [[r0, r0 + rx], [c0, c0 + ry]] if geometry.store_scan_shape else None,
         "assumed": assumptions(st.metadata, st.path),
         "scan_drift_A": [list(d) for d in st.metadata.scan_drift],
         "tile_size": tile_size,

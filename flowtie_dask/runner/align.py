@@ -7,11 +7,13 @@ detector pixel. It is a cubic B-spline shift (local: a tile read with a margin o
 whole scan's values to float32 round-off; no wrap-around ringing as with a Fourier shift on a non-periodic
 tile).
 Positions whose shifted source falls outside a non-periodic scan are outside the *common area* of the three
-scans: the runner projects only positions inside it.
+scans: the runner works on the largest window inside it (:func:`window_geometry`), reading the spline's
+margins from the rest of the scan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,7 +21,7 @@ from scipy import ndimage
 
 from ..quality import read_checked
 
-__all__ = ["common_area", "drift_steps", "interior_keep", "read_aligned", "spline_shift"]
+__all__ = ["common_area", "common_window", "drift_steps", "read_aligned", "spline_shift", "window_geometry"]
 
 
 def drift_steps(geometry) -> np.ndarray:
@@ -99,14 +101,34 @@ def common_area(scan_shape, drift, *, periodic: bool) -> np.ndarray:
     return keep
 
 
-def interior_keep(geometry, xs, ys):
-    """The common area (:func:`common_area`) over a tile's interior, shape (len(xs), len(ys)), or None when
-    every position is common (no drift, or a periodic scan)."""
-    drift = drift_steps(geometry)
-    if geometry.periodic or not np.any(drift):
-        return None
-    keep = common_area(geometry.scan_shape, drift, periodic=False)[np.ix_(list(xs), list(ys))]
-    return None if keep.all() else keep
+def common_window(geometry):
+    """The largest window of the scan that every scan covers on the focus grid: ((r0, r1), (c0, c1)) store
+    indices (r1, c1 exclusive); the whole scan when periodic or without drift.
+
+    Raises
+    ------
+    ValueError
+        When the drift leaves no position common to the three scans.
+    """
+    rx, ry = geometry.scan_shape
+    if geometry.periodic or not np.any(drift_steps(geometry)):
+        return (0, rx), (0, ry)
+    keep = common_area(geometry.scan_shape, drift_steps(geometry), periodic=False)
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    if rows.size < 2 or cols.size < 2:
+        raise ValueError(f"the recorded drift {geometry.scan_drift} Å leaves no common area of the three scans "
+                         f"({rx}×{ry} positions): check the calibration (flowtie-dask calibrate)")
+    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+
+
+def window_geometry(geometry):
+    """The geometry of :func:`common_window` (``scan_offset``, ``store_scan_shape`` set), or ``geometry`` itself
+    when that is the whole scan."""
+    (r0, r1), (c0, c1) = common_window(geometry)
+    if (r0, r1, c0, c1) == (0, geometry.scan_shape[0], 0, geometry.scan_shape[1]):
+        return geometry
+    return dataclasses.replace(geometry, scan_shape=(r1 - r0, c1 - c0), scan_offset=(r0, c0),
+                               store_scan_shape=tuple(geometry.scan_shape))
 
 
 def _extended(index, margin: int, n: int, periodic: bool) -> list[int]:
@@ -122,9 +144,10 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     ----------
     path : str or StoreHandle
     geometry : ReconstructionGeometry
-        ``scan_drift`` (Å), ``scan_step``, ``scan_shape`` and ``periodic`` are used.
+        ``scan_drift`` (Å), ``scan_step``, ``scan_shape``, ``periodic`` and the window (``scan_offset``,
+        ``store_scan_shape``) are used.
     rows, cols : sequence of int
-        Global scan indices (contiguous or wrapped) of the block.
+        Scan indices of the block in the geometry's scan (contiguous or wrapped).
     defocus : sequence of int, optional
         Scans to read (default all three).
     bright_field : (cx, cy, radius), optional
@@ -137,14 +160,14 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     """
     defocus = [0, 1, 2] if defocus is None else [int(d) for d in defocus]
     drift = drift_steps(geometry)[defocus]
+    r0, c0 = geometry.scan_offset
+    rows, cols = [int(r) + r0 for r in rows], [int(c) + c0 for c in cols]  # store indices
     if not np.any(drift):
         return read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
-    rx, ry = geometry.scan_shape
-    # the spline's coefficients feel the block's edge with a weight 0.268^n at n positions: 10 more positions
-    # make a tile's values those of the whole scan to float32 round-off
+    rx, ry = geometry.store_scan_shape or geometry.scan_shape
     margin = int(math.ceil(np.abs(drift).max())) + 10
-    ext_r = _extended(list(rows), margin, rx, geometry.periodic)
-    ext_c = _extended(list(cols), margin, ry, geometry.periodic)
+    ext_r = _extended(rows, margin, rx, geometry.periodic)
+    ext_c = _extended(cols, margin, ry, geometry.periodic)
     ur, uc = list(dict.fromkeys(ext_r)), list(dict.fromkeys(ext_c))
     if not geometry.periodic:  # clipped: a contiguous range
         ur, uc = list(range(min(ur), max(ur) + 1)), list(range(min(uc), max(uc) + 1))
@@ -154,5 +177,5 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     out = np.empty((len(defocus), len(rows), len(cols)) + block.shape[3:], dtype=np.float32)
     for k, d in enumerate(drift):
         shifted = spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k]
-        out[k] = shifted[margin:margin + len(rows), margin:margin + len(cols)]
+        out[k] = np.maximum(shifted[margin:margin + len(rows), margin:margin + len(cols)], 0)  # spline overshoot
     return out, report

@@ -35,7 +35,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     import dask
     import dask.array as da
 
-    rx, ry = st.scan_shape
+    rx, ry = geometry.scan_shape
     qx, qy = geometry.detector_shape
     starts_x = sorted({t.xs[0] for t in tiles})
     starts_y = sorted({t.ys[0] for t in tiles})

@@ -12,10 +12,10 @@ import numpy as np
 
 from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
-from ..quality import BlockReport, read_checked
+from ..quality import BlockReport
 from ..reconstruct import project_tile, reconstruct_tile
 from ..tie import integrate_gradient
-from .align import interior_keep, read_aligned
+from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
 __all__ = ["field_task", "load_reduction", "project_task", "reduce_task", "tile_task"]
@@ -38,8 +38,7 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
     block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = xp.asarray(block)
     offset, num, ill = reconstruct_tile(block, geometry, xs=tile.xs, ys=tile.ys, interior=tile.interior,
-                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase,
-                                        keep=interior_keep(geometry, tile.xs, tile.ys))
+                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase)
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
@@ -87,11 +86,10 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
     xp = get_array_module(device=device)
     mid = geometry.focus_index
     xs, ys = tile.xs, tile.ys
-    block, report = read_checked(path, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
+    block, report = read_aligned(path, geometry, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
     i0 = geometry.orient(xp.asarray(block[0]))
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
-    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic,
-                                    keep=interior_keep(geometry, xs, ys))
+    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 

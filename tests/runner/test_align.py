@@ -167,3 +167,27 @@ def test_scan_drift_is_checked_and_kept_by_the_store_metadata():
     for bad in [((0.1, 0.2),), ((0, 0), (0, 0), (float("nan"), 0))]:
         with pytest.raises(ScanStoreError, match="scan_drift must be three"):
             ScanMetadata(**kw, scan_drift=bad)
+
+
+def test_drifted_scans_are_reconstructed_on_their_common_window(tmp_path):
+    """Non-periodic drifted scans: the runner works on the largest window every scan covers, and the result's
+    origin and field of view say where that window lies in the store's scan."""
+    from flowtie_dask.methods import get_method
+    from flowtie_dask.runner import reconstruct
+    from flowtie_dask.runner.align import common_window
+
+    drift = [(0.25, -0.45), (0.0, 0.0), (-0.5, 0.1)]  # steps: (1.25, −2.25), (−2.5, 0.5)
+    geo, _ = _smooth_store(tmp_path / "s.zarr", drift)
+    (r0, r1), (c0, c1) = common_window(geo)
+    # rows (24): i − 1.25 ≥ 0 and i + 2.5 ≤ 23 → 2..20; cols (20): j + 2.25 ≤ 19 and j − 0.5 ≥ 0 → 1..16
+    assert (r0, r1, c0, c1) == (2, 21, 1, 17)
+    whole = reconstruct(str(tmp_path / "s.zarr"), get_method("icom"), progress=False)
+    assert whole.attrs["scan_window"] == [[2, 21], [1, 17]]
+    (wr0, wr1), (wc0, wc1) = whole.attrs["scan_window"]
+    assert whole.phase.shape == (wr1 - wr0, wc1 - wc0)
+    assert whole.origin == pytest.approx((wr0 * 0.2, wc0 * 0.2))
+    tie = reconstruct(str(tmp_path / "s.zarr"), get_method("tie"), progress=False)
+    plain, _ = _smooth_store(tmp_path / "p.zarr", [(0.0, 0.0)] * 3)
+    ref = reconstruct(str(tmp_path / "p.zarr"), get_method("tie"), progress=False)
+    assert tie.phase.shape[0] < ref.phase.shape[0] and tie.attrs["scan_window"] == whole.attrs["scan_window"]
+    assert tie.origin[0] == pytest.approx(ref.origin[0] + wr0 * 0.2)
