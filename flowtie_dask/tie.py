@@ -62,17 +62,50 @@ def _host(x):
     return np.asarray(x.get() if hasattr(x, "get") else x)
 
 
-def _flip_index(n: int, center: float):
-    """Detector pixel j ↦ the pixel at −q: round(2c − j) modulo n."""
-    return np.mod(np.rint(2 * center - np.arange(n)).astype(int), n)
+def _flip_taps(n: int, center: float):
+    """The detector pixel at −q of every pixel j: position 2c − j, as (indices (n, T), weights (T,)).
+
+    Exact (one tap) when 2c is a whole number; otherwise Keys' cubic convolution (four taps, a = −½) between
+    the pixels around 2c − j: a centre off the half-pixel grid (a measured beam centre) is not rounded to the
+    nearest pixel. Indices wrap modulo n.
+    """
+    pos = 2.0 * float(center) - np.arange(n)
+    frac = float(pos[0] - math.floor(pos[0]))
+    if min(frac, 1.0 - frac) < 1e-9:
+        return np.mod(np.rint(pos).astype(int), n)[:, None], np.ones(1)
+    offsets = np.array([-1, 0, 1, 2])
+    idx = np.mod(np.floor(pos).astype(int)[:, None] + offsets[None, :], n)
+    t = np.abs(frac - offsets)
+    a = -0.5
+    w = np.where(t <= 1, (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1, a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a)
+    return idx, w
+
+
+def _mirror_taps(nqx: int, nqy: int, center):
+    """Taps of the three mirrored detectors (q_x → −q_x, q_y → −q_y, both) on the flattened pixel index:
+    a list of (indices (P,), weight) per mirror."""
+    (ix, wx), (iy, wy) = _flip_taps(nqx, center[0]), _flip_taps(nqy, center[1])
+    pix = np.arange(nqx * nqy).reshape(nqx, nqy)
+    fx = [(pix[ix[:, a], :].ravel(), float(wx[a])) for a in range(len(wx))]
+    fy = [(pix[:, iy[:, b]].ravel(), float(wy[b])) for b in range(len(wy))]
+    fxy = [(pix[ix[:, a]][:, iy[:, b]].ravel(), float(wx[a] * wy[b])) for a in range(len(wx)) for b in range(len(wy))]
+    return fx, fy, fxy
+
+
+def _gather(flat, sl, taps, xp):
+    out = None
+    for idx, w in taps:
+        part = xp.take(flat, xp.asarray(idx[sl]), axis=2)
+        out = part * w if out is None else out + part * w
+    return out
 
 
 def _mirror_block(flat, sl, flips, xp):
     """(Rx, Ry, P) detector-flattened data → (2Rx, 2Ry, b) mirror extension of the pixels ``sl``."""
-    fx, fy, fxy = (xp.asarray(f[sl]) for f in flips)
-    top = xp.concatenate([flat[:, :, sl], xp.flip(xp.take(flat, fy, axis=2), axis=1)], axis=1)
-    bottom = xp.concatenate([xp.flip(xp.take(flat, fx, axis=2), axis=0),
-                             xp.flip(xp.take(flat, fxy, axis=2), axis=(0, 1))], axis=1)
+    fx, fy, fxy = flips
+    top = xp.concatenate([flat[:, :, sl], xp.flip(_gather(flat, sl, fy, xp), axis=1)], axis=1)
+    bottom = xp.concatenate([xp.flip(_gather(flat, sl, fx, xp), axis=0),
+                             xp.flip(_gather(flat, sl, fxy, xp), axis=(0, 1))], axis=1)
     return xp.concatenate([top, bottom], axis=0)
 
 
@@ -183,9 +216,7 @@ def tie_phase(
     if mirror:
         if center is None:
             center = (float(np.argmin(np.abs(_host(qx)))), float(np.argmin(np.abs(_host(qy)))))
-        fx, fy = _flip_index(nqx, center[0]), _flip_index(nqy, center[1])
-        pix = np.arange(nqx * nqy).reshape(nqx, nqy)
-        flips = [pix[fx, :].ravel(), pix[:, fy].ravel(), pix[fx][:, fy].ravel()]
+        flips = _mirror_taps(nqx, nqy, center)
     for s in range(0, nqx * nqy, batch):
         sl = slice(s, s + batch)
         if mirror:

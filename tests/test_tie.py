@@ -118,7 +118,7 @@ def test_a_mirrored_object_has_the_mirrored_detector():
     patterns of the object at +x with q_x → −q_x (so mirroring the scan must mirror the detector)."""
     from flowtie_dask.physics import probe_fourier
     from flowtie_dask.simulate.multislice import simulate_positions
-    from flowtie_dask.tie import _flip_index
+    from flowtie_dask.tie import _flip_taps
     from tests.conftest import weak_phase_object
 
     n, step = 32, 0.25
@@ -131,7 +131,26 @@ def test_a_mirrored_object_has_the_mirrored_detector():
                                        propagator=np.ones((n, n)), sampling=(step, step),
                                        detector_shape=(n, n))[0][0].reshape(n, n, n, n)
     a, b = run(obj), run(mirrored)
-    flip = _flip_index(n, n // 2)
+    idx, w = _flip_taps(n, n // 2)
+    assert w.tolist() == [1.0]  # a whole-pixel centre: an exact permutation
+    flip = idx[:, 0]
     expected = np.roll(a[::-1], 1, axis=0)[:, :, flip, :]  # scan −x, detector −q_x
     np.testing.assert_allclose(b, expected, atol=1e-6)
     assert not np.allclose(b, np.roll(a[::-1], 1, axis=0), atol=1e-4)  # without the detector flip it differs
+
+
+def test_the_detector_mirror_about_a_fractional_centre_is_interpolated_not_rounded():
+    """A measured beam centre is rarely on the half-pixel grid: the pixel at −q about c = 30.3 is interpolated
+    (Keys cubic), so a pattern symmetric about c maps to itself; rounding 2c − j would shift it by 0.4 px."""
+    from flowtie_dask.tie import _flip_taps
+
+    n, c = 64, 30.3
+    j = np.arange(n)
+    pattern = np.exp(-((j - c) / 5.0) ** 2)  # symmetric about c
+    idx, w = _flip_taps(n, c)
+    assert idx.shape == (n, 4) and np.isclose(w.sum(), 1.0)
+    flipped = (pattern[idx] * w).sum(axis=1)
+    inner = slice(10, 50)
+    assert np.abs(flipped - pattern)[inner].max() < 2e-3
+    rounded = pattern[np.mod(np.rint(2 * c - j).astype(int), n)]
+    assert np.abs(rounded - pattern)[inner].max() > 10 * np.abs(flipped - pattern)[inner].max()
