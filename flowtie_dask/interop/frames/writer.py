@@ -164,7 +164,7 @@ def import_frames(minus, focus, plus, *, out, defocus=None, energy=None, semiang
     Returns
     -------
     str
-        Absolute path of the store.
+        The store's absolute path (complete: it is renamed into place only when every chunk is written).
 
     Raises
     ------
