@@ -12,7 +12,7 @@ import numpy as np
 from ..backend import require_memory
 from ..geometry import ReconstructionGeometry
 from ..simulate.collection import open_collection
-from ..store import open_scan_store
+from ..store import intensity_scale, open_scan_store
 from ..tie import defocus_derivative
 
 __all__ = ["TileSpec", "split_members", "TileDataset"]
@@ -62,6 +62,17 @@ def split_members(path, *, validation: float = 0.1, seed: int = 0):
     val = sorted(members[i] for i in order[:n_val])
     train = sorted(members[i] for i in order[n_val:])
     return train, val
+
+
+class _Scaled:
+    """An intensity array read with its store's counts scale (or as it is when there is none)."""
+
+    def __init__(self, array, scale):
+        self.array, self.scale = array, scale
+
+    def __getitem__(self, index):
+        block = np.asarray(self.array[index], dtype=np.float32)
+        return block if self.scale is None else block * self.scale[index[0] if isinstance(index, tuple) else index]
 
 
 class TileDataset:
@@ -130,10 +141,18 @@ class TileDataset:
         st = open_scan_store(path)
         geo = self.geometries[path]
         inten, phase = st.intensity, st.truth["probe_frame_phase"]
+        scale = intensity_scale(inten)  # a store of counts: normalised = stored × scale[defocus]
+        scale = None if scale is None else scale.astype(np.float32)[:, None, None, None, None]
         if self.in_memory:
             inten, phase = np.asarray(inten[...], dtype=np.float32), np.asarray(phase[...], dtype=np.float32)
-        mean = np.asarray(inten[1, :: max(1, st.scan_shape[0] // 8), :: max(1, st.scan_shape[1] // 8)])
-        return inten, phase, geo, mean.mean(axis=(0, 1)).ravel()
+            if scale is not None:
+                inten *= scale
+                scale = None
+        mean = np.asarray(inten[1, :: max(1, st.scan_shape[0] // 8), :: max(1, st.scan_shape[1] // 8)],
+                          dtype=np.float32)
+        if scale is not None:
+            mean = mean * scale[1, 0]
+        return (inten if scale is None else _Scaled(inten, scale)), phase, geo, mean.mean(axis=(0, 1)).ravel()
 
     def _store(self, path):
         if path not in self._open:

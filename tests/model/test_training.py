@@ -336,3 +336,25 @@ def test_flowtie_global_integration_on_a_distributed_cluster(trained, tmp_path):
                            progress=False)
     assert dist.attrs["integration"] == "global"
     np.testing.assert_allclose(dist.phase, local.phase, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_store_of_counts_gives_the_same_tiles_as_its_normalised_twin(collection, tmp_path, in_memory):
+    """Training reads a counts store through its scale (normalised = stored × scale), as read_block does."""
+    import shutil
+
+    import zarr
+
+    src = open_collection(collection)[0]
+    twin = str(tmp_path / "counts.zarr")
+    shutil.copytree(src, twin)
+    arr = zarr.open_group(twin, mode="r+")["intensity"]
+    arr[...] = np.asarray(arr[...]) / np.array([2.0, 4.0, 8.0], dtype=np.float32)[:, None, None, None, None]
+    arr.attrs["scale"] = [2.0, 4.0, 8.0]
+    a = TileDataset([src], TileSpec(tile=8, n_q=32), length=3, seed=5, in_memory=in_memory)
+    b = TileDataset([twin], TileSpec(tile=8, n_q=32), length=3, seed=5, in_memory=in_memory)
+    for i in range(3):
+        x, y = a[i], b[i]
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_allclose(y[k].numpy(), x[k].numpy(), rtol=1e-5, atol=1e-9, err_msg=k)
