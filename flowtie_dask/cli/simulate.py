@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
                         over the scan.
                         """)
     p.add_argument("material", metavar="MATERIAL",
-                   help="GaAs, SrTiO3, random-cubic (seeded by --seed), or a structure file ase reads (CIF, POSCAR …) "
+                   help="GaAs, SrTiO3, random-cubic or random-crystal (seeded by --seed; the latter with orthorhombic "
+                        "cells, rotations about the beam, substitutions and vacancy columns), or a structure file ase reads (CIF, POSCAR …) "
                         "with an orthogonal cell, beam along z")
     p.add_argument("--out", required=True, metavar="PATH", help="output scan store folder (*.zarr)")
     p.add_argument("--overwrite", action="store_true",
@@ -59,6 +60,9 @@ def add_parser(sub) -> None:
     d = p.add_argument_group("sampling")
     d.add_argument("--scan-pixels", type=positive_int, nargs="+", default=[64], metavar="N",
                    help="scan positions along x and y over the supercell (one value for both)")
+    d.add_argument("--scan-step", type=positive_float, nargs="+", default=None, metavar="Å",
+                   help="instead of spreading --scan-pixels over the supercell: positions this far apart from (0, 0), "
+                        "a window of the periodic supercell (not periodic over the scan unless it spans it)")
     d.add_argument("--detector-pixels", type=positive_int, nargs="+", default=[64], metavar="N",
                    help="detector pixels (centred crop of the simulation grid)")
     d.add_argument("--gpts", type=positive_int, nargs="+", default=None, metavar="N",
@@ -77,13 +81,17 @@ def add_parser(sub) -> None:
                         "folder with collection.json, one Dask task per structure; implies --probe-frame")
     c.add_argument("--thickness-cells-range", type=positive_int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="with --count: draw each structure's thickness in cells from LO…HI (seeded)")
+    c.add_argument("--optics-range", default=None, metavar="FILE",
+                   help="with --count: draw each structure's optics, thickness and sampling from the [low, high] "
+                        "ranges in FILE (JSON/YAML; 'default' = those of the shipped model), seeded; the collection "
+                        "records the ranges and each draw")
     add_cluster_options(p, default_workers="0 = in-process threads")
 
 
 #: the SimulationParameters fields taken as parsed from the option of the same name, and those given as 1 or 2 values
 _AS_GIVEN = ("material", "lateral_size", "thickness", "energy", "semiangle", "defocus_step", "cs", "aperture_edge",
              "slice_thickness", "dose", "frozen_phonons", "phonon_sigma", "seed", "probe_frame")
-_PAIRS = ("lateral_cells", "detector_pixels", "gpts", "scan_pixels")
+_PAIRS = ("lateral_cells", "detector_pixels", "gpts", "scan_pixels", "scan_step")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         thickness_cells=args.thickness_cells if args.thickness is not None or args.thickness_cells else 1,
         device="gpu" if args.gpus else "cpu",
     )
+    if args.optics_range and not args.count:
+        raise ValueError("--optics-range draws the optics of each structure of a collection: give --count N")
     if args.resume and not args.count:
         raise ValueError("--resume continues a collection (--count N); a single store is simulated in one pass")
     workers = 0 if args.workers is None else args.workers
@@ -106,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             path = simulate_collection(params, args.out, count=args.count, client=client,
                                        thickness_cells_range=args.thickness_cells_range,
                                        progress=not args.no_progress, overwrite=args.overwrite,
-                                       resume=args.resume, inputs=inputs)
+                                       resume=args.resume, inputs=inputs, optics_range=args.optics_range)
         args.resume_note = ""
         if getattr(simulate_collection, "last_reused", 0):
             print(f"resumed: {simulate_collection.last_reused} finished structures kept, "

@@ -7,7 +7,7 @@ import math
 import sys
 
 from ..atomic import check_output, claim_output
-from ..model.checkpoint import default_model_path
+from ..model.checkpoint import default_model_path, shipped_model
 from ..model.train import TrainingConfig, train
 from .options import nonnegative_int, positive_float, positive_int
 
@@ -38,8 +38,10 @@ def add_parser(sub) -> None:
                    help="checkpoint to write (*.pt); an existing file is refused unless --overwrite or --resume")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (it is kept until the first new checkpoint is complete)")
-    p.add_argument("--architecture", choices=("shared", "paper"), default="shared",
-                   help="shared: detector-size-agnostic SharedFlowModel; paper: the paper's FlowPredictorModel")
+    p.add_argument("--architecture", choices=("dimensionless", "shared", "paper"), default="dimensionless",
+                   help="dimensionless: DimensionlessFlowModel, inputs in units of the optics (one model across "
+                        "microscopes; --init from a shared model starts as its exact equivalent); shared: "
+                        "SharedFlowModel for one optical setting; paper: the paper's FlowPredictorModel")
     p.add_argument("--hidden", type=positive_int, default=None, help="feature channels (default: the model's)")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="k×k convolutions of the shared model, ≥ 2 (default: the model's)")
@@ -59,8 +61,13 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="K", help="epochs between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --out (weights, optimiser, epochs, history)")
     p.add_argument("--init", metavar="MODEL", default=None,
-                   help="start from this checkpoint's architecture and weights ('default': the shipped model), "
-                        "e.g. to fine-tune for other optics")
+                   help="start from this checkpoint's architecture and weights ('default' or a shipped model's "
+                        "name: general, paper-64), e.g. to fine-tune for other optics")
+    p.add_argument("--dose-range", type=positive_float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="train on Poisson-noised tiles, N e⁻ per pattern drawn per tile log-uniformly in LO…HI "
+                        "(simulated stores; recorded in the checkpoint)")
+    p.add_argument("--noise-free-fraction", type=float, default=0.2, metavar="F",
+                   help="with --dose-range: the fraction of tiles kept noise-free")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains")
     p.add_argument("--loader-workers", type=nonnegative_int, default=0, metavar="N",
                    help="processes cutting tiles, from Zarr or (--in-memory) shared memory; 0 = in the training "
@@ -92,11 +99,18 @@ def run(args: argparse.Namespace) -> int:
     init = args.init
     if init == "default":
         init = default_model_path()
-    arch = {"name": "SharedFlowModel" if args.architecture == "shared" else "FlowPredictorModel"}
+    elif init is not None:
+        init = shipped_model(init)
+    if args.dose_range and args.dose_range[0] > args.dose_range[1]:
+        raise ValueError(f"--dose-range {args.dose_range[0]:g} {args.dose_range[1]:g}: give LO ≤ HI")
+    if not 0 <= args.noise_free_fraction <= 1:
+        raise ValueError(f"--noise-free-fraction must be in [0, 1], got {args.noise_free_fraction}")
+    arch = {"name": {"dimensionless": "DimensionlessFlowModel", "shared": "SharedFlowModel",
+                     "paper": "FlowPredictorModel"}[args.architecture]}
     if args.hidden:
         arch["hidden"] = args.hidden
     if args.depth:
-        if args.architecture != "shared":
+        if args.architecture == "paper":
             raise ValueError("--depth applies to --architecture shared only (the paper model has a fixed depth)")
         arch["depth"] = args.depth
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta,
@@ -104,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
                          loader_workers=args.loader_workers, lr_schedule=args.lr_schedule, init_from=init,
                          time_limit=args.time_limit, in_memory=args.in_memory,
-                         architecture=arch)
+                         architecture=arch, dose=args.dose_range, noise_free_fraction=args.noise_free_fraction)
     data = args.data if len(args.data) > 1 else args.data[0]
     # one trainer per checkpoint: the path is claimed for the whole run (by rank 0 only under torchrun, which
     # alone writes checkpoints); the data and the --init model are never written over

@@ -11,8 +11,9 @@ import importlib
 _EXPORTS = {
     "FlowPredictorModel": "architectures",
     "SharedFlowModel": "architectures",
-    "build_model": "architectures",
-    "MODEL_CLASSES": "architectures",
+    "DimensionlessFlowModel": "dimensionless",
+    "build_model": "registry",
+    "MODEL_CLASSES": "registry",
     "wrap": "losses",
     "forward_difference_target": "losses",
     "intensity_weight": "losses",

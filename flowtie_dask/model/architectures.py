@@ -18,19 +18,17 @@ of scan positions of context on each side of an output position: a tile needs at
 the network (the integrator, which is global, needs its own).
 
 ``model.config()`` is a JSON-able dict ``{"name": class name, **constructor kwargs}`` and
-:func:`build_model` rebuilds the network from it, so a checkpoint holding that dict (as JSON) and the
+:func:`flowtie_dask.model.registry.build_model` rebuilds the network from it, so a checkpoint holding that dict (as JSON) and the
 ``state_dict`` is read back with ``torch.load(..., weights_only=True)`` — no pickled code
 (:mod:`flowtie_dask.model.checkpoint`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-__all__ = ["FlowPredictorModel", "SharedFlowModel", "build_model", "MODEL_CLASSES", "DZ_REF", "Q_SCALE"]
+__all__ = ["FlowPredictorModel", "SharedFlowModel", "DZ_REF", "Q_SCALE"]
 
 #: Reference defocus (Å) that turns ∂I/∂C10 into a dimensionless relative intensity change.
 DZ_REF = 20.0
@@ -157,7 +155,7 @@ class FlowPredictorModel(nn.Module):
         return self.count_parameters(self.n_pixels, self.hidden, self.kernel_size)
 
     def config(self) -> dict:
-        """JSON-able constructor description, for :func:`build_model`."""
+        """JSON-able constructor description, for :func:`~flowtie_dask.model.registry.build_model`."""
         return {"name": type(self).__name__, "n_pixels": self.n_pixels, "hidden": self.hidden,
                 "kernel_size": self.kernel_size, "padding_mode": self.padding_mode}
 
@@ -277,7 +275,7 @@ class SharedFlowModel(nn.Module):
         return self.count_parameters(self.hidden, self.kernel_size, self.depth, self.mixing)
 
     def config(self) -> dict:
-        """JSON-able constructor description, for :func:`build_model`."""
+        """JSON-able constructor description, for :func:`~flowtie_dask.model.registry.build_model`."""
         return {"name": type(self).__name__, "hidden": self.hidden, "kernel_size": self.kernel_size,
                 "depth": self.depth, "mixing": self.mixing, "padding_mode": self.padding_mode}
 
@@ -305,13 +303,18 @@ class SharedFlowModel(nn.Module):
         const = qf.permute(0, 2, 1)[..., None, None].expand(b, 4, p, rx, ry)
         return torch.cat([(didz * (DZ_REF / ib))[:, None], (i0 / ib - 1.0)[:, None], const], dim=1)
 
+    def input_features(self, didz, i0, q, *, ibar=None, optics=None) -> torch.Tensor:
+        """The network's input channels, (B, n_features, P, Rx, Ry): :meth:`features` (``optics`` unused)."""
+        return self.features(didz, i0, q, ibar)
+
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, p, Rx, Ry) features → (B·p, H, Rx, Ry)."""
         b, c, p, rx, ry = x.shape
         return self.act(self.stem(x.transpose(1, 2).reshape(b * p, c, rx, ry)))
 
     def forward(self, didz: torch.Tensor, i0: torch.Tensor | None = None, q: torch.Tensor | None = None, *,
-                ibar: torch.Tensor | None = None, pixel_chunk: int | None = None) -> torch.Tensor:
+                ibar: torch.Tensor | None = None, pixel_chunk: int | None = None, optics: dict | None = None
+                ) -> torch.Tensor:
         """Predict u.
 
         Parameters
@@ -325,6 +328,9 @@ class SharedFlowModel(nn.Module):
         pixel_chunk : int, optional
             Run the CNN on this many detector pixels at a time (the stem is computed twice when
             mixing); bounds activation memory. Same result as one chunk.
+        optics : dict, optional
+            Per-sample optics for models with dimensionless inputs
+            (:class:`~flowtie_dask.model.dimensionless.DimensionlessFlowModel`); unused here.
 
         Returns
         -------
@@ -333,7 +339,7 @@ class SharedFlowModel(nn.Module):
         """
         if i0 is None or q is None:
             raise ValueError("SharedFlowModel needs i0 and q as well as didz")
-        x = self.features(didz, i0, q, ibar)
+        x = self.input_features(didz, i0, q, ibar=ibar, optics=optics)
         b, _, p, rx, ry = x.shape
         h_dim = self.hidden
         chunk = p if pixel_chunk is None else max(1, int(pixel_chunk))
@@ -362,28 +368,3 @@ class SharedFlowModel(nn.Module):
                 hs = self.act(conv(hs))
             outs.append(self.head(hs).view(b, -1, 2, rx, ry))
         return torch.cat(outs, dim=1).transpose(1, 2).contiguous()
-
-
-MODEL_CLASSES = {cls.__name__: cls for cls in (FlowPredictorModel, SharedFlowModel)}
-
-
-def build_model(config: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from its :meth:`config` (weights are loaded separately with ``load_state_dict``).
-
-    Parameters
-    ----------
-    config : dict
-        ``{"name": class name, **constructor kwargs}`` as :meth:`config` writes it (name in
-        :data:`MODEL_CLASSES`); ``{"class": name, "kwargs": {...}}`` is accepted too.
-
-    Returns
-    -------
-    torch.nn.Module
-    """
-    config = dict(config)
-    name = config.pop("name", None) or config.pop("class", None)
-    if name not in MODEL_CLASSES:
-        raise ValueError(f"unknown model class {name!r}; known: {sorted(MODEL_CLASSES)}")
-    kwargs = dict(config.pop("kwargs", {}) or {})
-    kwargs.update(config)
-    return MODEL_CLASSES[name](**kwargs)

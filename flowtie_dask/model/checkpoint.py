@@ -28,10 +28,12 @@ from .validation import (  # noqa: F401  (re-exported: the names lived here befo
     check_architecture,
     check_compatible,
     check_weights,
+    dimensionless_record,
     optics_record,
 )
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "optics_record", "check_compatible",
+__all__ = ["CheckpointError", "SHIPPED_MODELS", "DEFAULT_MODEL", "shipped_model", "save_checkpoint", "load_checkpoint", "optics_record", "dimensionless_record",
+           "check_compatible",
            "check_architecture", "default_model_path", "MAX_PARAMETERS", "ARGUMENT_BOUNDS", "OPTICS_KEYS"]
 
 FORMAT = "flowtie-dask/checkpoint"
@@ -196,10 +198,23 @@ def load_checkpoint(path: str, *, map_location: str = "cpu"):
     return model, meta, payload
 
 
-def default_model_path() -> str:
-    """Path of the pretrained model shipped in the package (may not exist in a development tree)."""
+#: Models shipped in the package, by name: the default, trained across optics (``general``), and the model of the
+#: paper's single setting, 300 kV / 20 mrad / ±20 Å (``paper-64``, kept for Table 1).
+SHIPPED_MODELS = {"general": "pretrained/general.pt", "paper-64": "pretrained/paper-64.pt"}
+DEFAULT_MODEL = "paper-64"  # until the general model is trained and shipped
+
+
+def shipped_model(name_or_path: str) -> str:
+    """The file of a shipped model given by name (:data:`SHIPPED_MODELS`), or the argument itself (a path)."""
     from importlib import resources
 
-    return str(resources.files("flowtie_dask.model").joinpath("pretrained/flowtie_default.pt"))
+    if name_or_path in SHIPPED_MODELS:
+        return str(resources.files("flowtie_dask.model").joinpath(SHIPPED_MODELS[name_or_path]))
+    return name_or_path
+
+
+def default_model_path() -> str:
+    """Path of the default pretrained model shipped in the package (may not exist in a development tree)."""
+    return shipped_model(DEFAULT_MODEL)
 
 

@@ -14,6 +14,7 @@ from ..geometry import ReconstructionGeometry
 from ..simulate.collection import open_collection
 from ..store import intensity_scale, open_scan_store
 from ..tie import defocus_derivative
+from .optics_groups import optics_inputs
 
 __all__ = ["TileSpec", "split_members", "TileDataset"]
 
@@ -29,10 +30,18 @@ class TileSpec:
     n_q : int or None
         Detector pixels drawn per sample (None = all); drawn with probability ∝ √(mean intensity)
         so the dark field is represented without drowning the bright field.
+    dose : (float, float) or None
+        Poisson noise at N e⁻ per pattern, N drawn per tile log-uniformly from this range, on the three scans of
+        a simulated (float) store, whose patterns are normalised to unit sum; None for noise-free tiles. Stores
+        of counts are used as they are (they hold their own noise).
+    noise_free_fraction : float
+        With ``dose``: the fraction of tiles left noise-free.
     """
 
     tile: int = 16
     n_q: int | None = 256
+    dose: tuple[float, float] | None = None
+    noise_free_fraction: float = 0.2
 
 
 def split_members(path, *, validation: float = 0.1, seed: int = 0):
@@ -80,7 +89,9 @@ class TileDataset:
 
     Item ``i`` is deterministic (seeded by ``seed`` and ``i``). Each item is a dict of tensors:
     ``didz`` (P, T, T) 1/Å, ``i0`` (P, T, T), ``phase`` (P, T, T) rad, ``weight`` (P, T, T),
-    ``q`` (P, 2) 1/Å, and floats ``wavelength`` (Å), ``step`` (2,) Å.
+    ``q`` (P, 2) 1/Å, floats ``wavelength`` (Å), ``step`` (2,) Å, ``electrons`` (e⁻ per pattern of the
+    noise drawn, 0 for none), and the model's optics inputs
+    (:data:`~flowtie_dask.model.optics_groups.OPTICS_INPUTS`, float64 scalars: Å, rad, 1/Å).
 
     Parameters
     ----------
@@ -152,7 +163,8 @@ class TileDataset:
                           dtype=np.float32)
         if scale is not None:
             mean = mean * scale[1, 0]
-        return (inten if scale is None else _Scaled(inten, scale)), phase, geo, mean.mean(axis=(0, 1)).ravel()
+        counts = np.dtype(st.intensity.dtype).kind in "ui"
+        return (inten if scale is None else _Scaled(inten, scale)), phase, geo, mean.mean(axis=(0, 1)).ravel(), counts
 
     def _store(self, path):
         if path not in self._open:
@@ -163,12 +175,18 @@ class TileDataset:
         import torch
 
         rng = np.random.default_rng([self.seed, int(index)])
-        intensity, truth, geo, mean_pattern = self._store(self.stores[rng.integers(len(self.stores))])
+        intensity, truth, geo, mean_pattern, counts = self._store(self.stores[rng.integers(len(self.stores))])
         t = self.spec.tile
         x0 = int(rng.integers(0, geo.scan_shape[0] - t + 1))
         y0 = int(rng.integers(0, geo.scan_shape[1] - t + 1))
         inten = np.asarray(intensity[:, x0:x0 + t, y0:y0 + t], dtype=np.float32)
         phase = np.asarray(truth[x0:x0 + t, y0:y0 + t], dtype=np.float32)
+        clean_i0 = inten[geo.focus_index]
+        electrons = 0.0
+        if self.spec.dose is not None and not counts and rng.random() >= self.spec.noise_free_fraction:
+            lo, hi = self.spec.dose
+            electrons = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            inten = (rng.poisson(np.clip(inten, 0, None) * electrons) / electrons).astype(np.float32)
         didz, i0 = defocus_derivative(inten, geo.c10)
         p = i0.shape[-1] * i0.shape[-2]
         qx, qy = geo.q_vectors()
@@ -182,9 +200,9 @@ class TileDataset:
         def flat(a):  # (T, T, Qx, Qy) → (P', T, T)
             return np.ascontiguousarray(np.moveaxis(a.reshape(t, t, p)[:, :, pick], -1, 0))
 
-        i0f = flat(i0)
-        ibar = i0f.mean(axis=(1, 2), keepdims=True)
-        weight = i0f / max(float(ibar.mean()), 1e-12)
+        i0f, cleanf = flat(i0), flat(clean_i0)
+        weight = cleanf / max(float(cleanf.mean()), 1e-12)  # the loss weights the truth by the noise-free intensity
+        optics = {k: torch.tensor(v, dtype=torch.float64) for k, v in optics_inputs(geo).items()}
         return {
             "didz": torch.from_numpy(flat(didz)),
             "i0": torch.from_numpy(i0f),
@@ -193,6 +211,8 @@ class TileDataset:
             "q": torch.from_numpy(q[pick].astype(np.float32)),
             "wavelength": torch.tensor(geo.wavelength, dtype=torch.float64),
             "step": torch.tensor(geo.scan_step, dtype=torch.float64),
+            "electrons": torch.tensor(electrons, dtype=torch.float64),
+            **optics,
         }
 
 

@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, optics_record, save_checkpoint
+from ..physics.constants import wavelength
+from .checkpoint import dimensionless_record, load_checkpoint, optics_record, save_checkpoint
 from .dataset import TileDataset, TileSpec, split_members
+from .optics_groups import OPTICS_INPUTS
 
 __all__ = ["TrainingConfig", "TrainingError", "train", "COSINE_FLOOR", "scheduled_lr"]
 
@@ -72,8 +74,15 @@ class TrainingConfig:
         Start from this checkpoint's architecture and weights (fine-tuning, e.g. the shipped default for other
         optics) with a fresh optimiser, epoch count and history; its training record joins ``stages``.
     architecture : dict
-        ``{"name": "SharedFlowModel" | "FlowPredictorModel", **kwargs}``; ignored when resuming or
-        initialising from a checkpoint (its architecture is used).
+        ``{"name": "SharedFlowModel" | "FlowPredictorModel" | "DimensionlessFlowModel", **kwargs}``; ignored when
+        resuming or initialising from a checkpoint (its architecture is used) — except that a
+        DimensionlessFlowModel initialised from a SharedFlowModel checkpoint starts as its exact equivalent at that
+        checkpoint's optics (:func:`~flowtie_dask.model.dimensionless.from_shared`).
+    dose : [low, high] or None
+        Poisson noise at N e⁻ per pattern drawn per tile log-uniformly from this range (float stores only);
+        the checkpoint records it.
+    noise_free_fraction : float
+        With ``dose``: the fraction of tiles kept noise-free.
     """
 
     epochs: int = 10
@@ -96,6 +105,8 @@ class TrainingConfig:
     in_memory: bool = False
     init_from: str | None = None
     architecture: dict = field(default_factory=lambda: {"name": "SharedFlowModel"})
+    dose: list | None = None
+    noise_free_fraction: float = 0.2
 
 
 def scheduled_lr(config: "TrainingConfig", progress: float) -> float:
@@ -171,13 +182,34 @@ def _batches(dataset, batch_size, rng, steps):
 
 
 def _loss(model, batch, cfg, device):
+    """The loss of one batch; each tile keeps its own q, wavelength and step (a batch may mix optics)."""
     from .losses import flowtie_loss
 
     b = {k: v.to(device) for k, v in batch.items()}
-    u = model(b["didz"], b["i0"], b["q"][0])
+    kwargs = {}
+    if getattr(getattr(model, "module", model), "takes_optics", False):  # DDP wraps the model in .module
+        kwargs["optics"] = {k: b[k].to(b["didz"].dtype) for k in OPTICS_INPUTS}
+    u = model(b["didz"], b["i0"], b["q"], **kwargs)
     return flowtie_loss(u, b, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma,
-                        wavelength=float(b["wavelength"][0]), step=tuple(float(s) for s in b["step"][0]),
+                        wavelength=b["wavelength"].to(b["didz"].dtype), step=b["step"].to(b["didz"].dtype),
                         boundary="mirror")
+
+
+def _dimensionless_from(model, meta):
+    """The DimensionlessFlowModel equal to a SharedFlowModel checkpoint at the middle of its recorded optics."""
+    from .dimensionless import from_shared
+
+    rec = meta.get("optics") or {}
+    try:
+        step = sum(rec["scan_step_A"]) / 2
+        pixel = sum(rec["detector_sampling_invA"]) / 2
+        optics = {"wavelength": wavelength(rec["energy_eV"]), "semiangle": rec["semiangle_mrad"] * 1e-3,
+                  "step_x": step, "step_y": step, "defocus_step": rec["defocus_step_A"], "cs": 0.0, "edge": 0.0,
+                  "pixel_x": pixel, "pixel_y": pixel}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"--init checkpoint has no usable optics record ({exc}) to start a DimensionlessFlowModel "
+                         "from") from None
+    return from_shared(model, optics)
 
 
 def _non_finite(value: float, which: str, epoch: int, step, config, out: str) -> str:
@@ -215,7 +247,7 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     """
     import torch
 
-    from .architectures import build_model
+    from .registry import build_model
 
     scheduled_lr(config, 0.0)  # an unknown schedule stops here, before anything is read
     if resume and config.init_from:
@@ -251,7 +283,8 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     train_stores, val_stores = split_members(data, seed=config.seed)
     if not val_stores:
         val_stores = train_stores
-    spec = TileSpec(tile=config.tile, n_q=config.n_q)
+    spec = TileSpec(tile=config.tile, n_q=config.n_q, dose=tuple(config.dose) if config.dose else None,
+                    noise_free_fraction=config.noise_free_fraction)
     t_load = time.perf_counter()
     train_set = TileDataset(train_stores, spec, length=10**6, seed=config.seed + 1000 * rank,
                             in_memory=config.in_memory)
@@ -265,6 +298,9 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one continues
     if resume or config.init_from:  # the architecture is the checkpoint's
         model, meta, payload = loaded
+        if (config.init_from and config.architecture.get("name") == "DimensionlessFlowModel"
+                and type(model).__name__ == "SharedFlowModel"):
+            model = _dimensionless_from(model, meta).to(device)
         model.train()
         earlier = dict(meta.get("training", {}))
         stages = earlier.pop("stages", []) + ([earlier] if earlier else [])
@@ -336,7 +372,8 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
                 f"lr {lr:.3g}  ({row['seconds']:.0f} s)")
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs or timed_out:
                 save_checkpoint(out, model=model, optimizer=opt, meta={
-                    "optics": optics_record(geos),
+                    "optics": (dimensionless_record(geos, dose=config.dose) if type(model).__name__ ==
+                               "DimensionlessFlowModel" else optics_record(geos)),
                     "training": {**asdict(config), "data": _abspaths(data), "train_stores": len(train_stores),
                                  "validation_stores": len(val_stores), "world_size": world, "stages": stages},
                     "epoch": epoch + 1, "history": history})

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["CheckpointError", "optics_record", "check_compatible", "check_architecture", "check_weights",
+from .optics_groups import dimensionless_groups, optics_inputs
+
+__all__ = ["CheckpointError", "optics_record", "dimensionless_record", "GROUPS", "check_compatible", "check_architecture", "check_weights",
            "MAX_PARAMETERS", "ARGUMENT_BOUNDS", "OPTICS_KEYS"]
 
 #: A checkpoint whose architecture record asks for more trainable parameters than this is refused
@@ -61,6 +63,61 @@ def optics_record(geometries) -> dict:
     }
 
 
+#: The quantities a dimensionless model's record gives ranges of, what each means, and the slack of the check
+#: (relative to the range's width and its upper end): a scan inside [lo − slack, hi + slack] is accepted.
+GROUPS = {
+    "step_probe": "the scan step against the probe size, step·α/λ",
+    "defocus_phase": "the defocus step as the phase it adds at the aperture edge over π, Δz·α²/λ",
+    "cs_phase": "C30's phase at the aperture edge, C30·α⁴/2λ (rad)",
+    "pixel_aperture": "the detector pixel in units of the aperture, Δq·λ/α",
+    "edge_aperture": "the aperture edge width against the semi-angle",
+    "step_ratio": "the ratio of the two scan steps",
+    "energy_kV": "the beam energy in kV (it sets how strongly the specimen scatters)",
+}
+_SLACK = 0.05
+
+
+def dimensionless_record(geometries, *, dose=None) -> dict:
+    """The trained ranges of a :class:`~flowtie_dask.model.dimensionless.DimensionlessFlowModel`.
+
+    Parameters
+    ----------
+    geometries : ReconstructionGeometry or list of them
+        The training stores'.
+    dose : [low, high] or None
+        e⁻ per pattern of the training noise (recorded, not checked: a store does not know its dose).
+
+    Returns
+    -------
+    dict
+        ``{"kind": "dimensionless", "ranges": {group: [min, max]}, "dose_per_pattern": dose}`` with the groups of
+        :data:`GROUPS` (dimensionless, except the energy).
+    """
+    geos = list(geometries) if isinstance(geometries, (list, tuple)) else [geometries]
+    values = [{**dimensionless_groups(optics_inputs(g)), "energy_kV": float(g.energy) / 1e3} for g in geos]
+    ranges = {k: [min(v[k] for v in values), max(v[k] for v in values)] for k in GROUPS}
+    return {"kind": "dimensionless", "ranges": ranges, "dose_per_pattern": list(dose) if dose else None}
+
+
+def _check_dimensionless(record: dict, geometry, source: str) -> None:
+    ranges = record.get("ranges")
+    if not isinstance(ranges, dict) or set(GROUPS) - set(ranges):
+        raise CheckpointError(f"{source}: its dimensionless optics record lacks "
+                              f"{', '.join(sorted(set(GROUPS) - set(ranges or {})))}; {_RETRAIN}")
+    here = {**dimensionless_groups(optics_inputs(geometry)), "energy_kV": float(geometry.energy) / 1e3}
+    for key, meaning in GROUPS.items():
+        try:
+            lo, hi = (float(v) for v in ranges[key])
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{source}: optics range {key} = {ranges[key]!r} is not [low, high]; "
+                                  f"{_RETRAIN}") from None
+        slack = _SLACK * max(hi - lo, abs(hi), 1e-3 if key == "cs_phase" else 0.0)
+        if not lo - slack <= here[key] <= hi + slack:
+            raise CheckpointError(
+                f"the model was trained for {key} ({meaning}) in [{lo:.4g}, {hi:.4g}], this scan has "
+                f"{here[key]:.4g}: train a model for these optics ('flowtie-dask train') or use --method tie")
+
+
 def _check_optics_record(record, source: str) -> dict:
     """The record with its five values as floats; :class:`CheckpointError` when it is missing or malformed."""
     if not record:
@@ -98,11 +155,16 @@ def _check_optics_record(record, source: str) -> dict:
 def check_compatible(record: dict, geometry, *, tolerance: float = 0.1, source: str = "the checkpoint") -> None:
     """Raise :class:`CheckpointError` unless the scan's optics and sampling match the model's record.
 
+    A dimensionless record (:func:`dimensionless_record`) is checked group by group: each of :data:`GROUPS` must
+    lie in its trained range widened by 5 % of the range's width or its upper end, whichever is larger, and
+    the message names the group that does not. Otherwise (a record of one optical setting):
     Energy must match to 1 %, the semi-angle and defocus step to ``tolerance`` (relative); the scan step
     and the detector sampling must lie within the trained ranges widened by ``tolerance``. A missing,
     empty or incomplete record is refused (nothing could be checked); ``source`` names the checkpoint in
     that message.
     """
+    if isinstance(record, dict) and record.get("kind") == "dimensionless":
+        return _check_dimensionless(record, geometry, source)
     record = _check_optics_record(record, source)
     here = optics_record(geometry)
     for key, tol, unit in (("energy_eV", 0.01, "eV"), ("semiangle_mrad", tolerance, "mrad"),
@@ -127,7 +189,7 @@ def _int_like(value) -> bool:
 def check_architecture(config, *, source: str = "the checkpoint") -> tuple[type, dict]:
     """Check an architecture record before any model is built.
 
-    The class must be one of :data:`~flowtie_dask.model.architectures.MODEL_CLASSES`, every argument a
+    The class must be one of :data:`~flowtie_dask.model.registry.MODEL_CLASSES`, every argument a
     constructor argument of the annotated type (integers ≥ 1 and within :data:`ARGUMENT_BOUNDS`,
     booleans, a known padding mode), required arguments present, odd kernel sizes, and the class's
     ``count_parameters`` at most :data:`MAX_PARAMETERS`.
@@ -145,7 +207,8 @@ def check_architecture(config, *, source: str = "the checkpoint") -> tuple[type,
     """
     import inspect
 
-    from .architectures import _PADDING_MODES, MODEL_CLASSES
+    from .architectures import _PADDING_MODES
+    from .registry import MODEL_CLASSES
 
     if config is None:
         raise CheckpointError(f"{source} has no architecture record; {_RETRAIN}")
@@ -189,8 +252,8 @@ def check_architecture(config, *, source: str = "the checkpoint") -> tuple[type,
     if "kernel_size" in kwargs and kwargs["kernel_size"] % 2 != 1:
         raise CheckpointError(f"{source}: {name} argument kernel_size = {kwargs['kernel_size']} is not odd; "
                               f"{_RETRAIN}")
-    if name == "SharedFlowModel" and kwargs.get("depth", 2) < 2:
-        raise CheckpointError(f"{source}: SharedFlowModel argument depth = {kwargs['depth']} is below 2; {_RETRAIN}")
+    if name in ("SharedFlowModel", "DimensionlessFlowModel") and kwargs.get("depth", 2) < 2:
+        raise CheckpointError(f"{source}: {name} argument depth = {kwargs['depth']} is below 2; {_RETRAIN}")
     counted = {k: v for k, v in kwargs.items()
                if k in inspect.signature(cls.count_parameters).parameters}
     n = cls.count_parameters(**counted)

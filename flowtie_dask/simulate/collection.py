@@ -21,6 +21,7 @@ from ..atomic import check_output
 from ..cluster import compute
 from ..resume import jsonable, resume_workspace
 from ..store import ScanStoreError, open_scan_store
+from .optics_range import draw_optics, load_optics_range
 from .series import SimulationParameters, simulate_to_store
 
 __all__ = ["COLLECTION_SCHEMA", "simulate_collection", "open_collection"]
@@ -28,28 +29,31 @@ __all__ = ["COLLECTION_SCHEMA", "simulate_collection", "open_collection"]
 COLLECTION_SCHEMA = "flowtie-dask/collection"
 
 
-def _member(params: SimulationParameters, path: str) -> dict:
-    simulate_to_store(params, path, progress=False, overwrite=True)  # our own work folder: clears a dead run's partial
+def _entry(path: str, params: SimulationParameters, drawn) -> dict:
     prov = open_scan_store(path).metadata.provenance
-    return {"path": os.path.basename(path), "material": prov["material"], "thickness_A": prov["thickness_A"],
-            "seed": params.seed}
+    entry = {"path": os.path.basename(path), "material": prov["material"], "thickness_A": prov["thickness_A"],
+             "seed": params.seed}
+    return entry if drawn is None else {**entry, "optics": drawn}
 
 
-def _finished_member(path: str, params: SimulationParameters) -> dict | None:
+def _member(params: SimulationParameters, path: str, drawn=None) -> dict:
+    simulate_to_store(params, path, progress=False, overwrite=True)  # our own work folder: clears a dead run's partial
+    return _entry(path, params, drawn)
+
+
+def _finished_member(path: str, params: SimulationParameters, drawn=None) -> dict | None:
     """The index entry of a member kept from an interrupted run, or None when it is absent or incomplete."""
     if not os.path.isdir(path):
         return None
     try:
-        prov = open_scan_store(path).metadata.provenance
+        return _entry(path, params, drawn)
     except ScanStoreError:
         return None
-    return {"path": os.path.basename(path), "material": prov["material"], "thickness_A": prov["thickness_A"],
-            "seed": params.seed}
 
 
 def simulate_collection(params: SimulationParameters, out: str, *, count: int, thickness_cells_range=None,
                         client: Any = None, progress: bool = True, overwrite: bool = False,
-                        resume: bool = False, inputs=()) -> str:
+                        resume: bool = False, inputs=(), optics_range=None) -> str:
     """Simulate ``count`` structures (seeds ``params.seed`` … ``params.seed + count − 1``) into a collection.
 
     Parameters
@@ -72,6 +76,10 @@ def simulate_collection(params: SimulationParameters, out: str, *, count: int, t
         atomically, so a kept one is complete); refused when the parameters differ.
     inputs : iterable of paths
         Files the output must not replace (e.g. the structure file).
+    optics_range : dict, str or None
+        Draw each member's optics, thickness and sampling from these ranges
+        (:func:`~flowtie_dask.simulate.optics_range.draw_optics`; a range file path, ``"default"`` or a dict);
+        ``thickness_cells_range`` is then ignored. The index records the ranges and each member's draw.
 
     Returns
     -------
@@ -87,28 +95,32 @@ def simulate_collection(params: SimulationParameters, out: str, *, count: int, t
 
     out = check_output(out, overwrite=overwrite, inputs=inputs)
     rng = np.random.default_rng([params.seed, 7])
+    ranges = None if optics_range is None else load_optics_range(optics_range)
     record = jsonable({"kind": "collection", "count": count, "thickness_cells_range": thickness_cells_range,
-                       "parameters": params.__dict__, "flowtie_dask_version": __version__})
+                       "parameters": params.__dict__, "flowtie_dask_version": __version__, "optics_range": ranges})
     with resume_workspace(out, record=record, resume=resume, overwrite=overwrite, inputs=inputs,
                           publish_folder=True) as tmp:
         tasks, members, reused = [], [None] * count, 0
         for i in range(count):
-            p = replace(params, seed=params.seed + i, probe_frame=True)
-            if thickness_cells_range is not None:
+            p, drawn = replace(params, seed=params.seed + i, probe_frame=True), None
+            if ranges is not None:
+                p, drawn = draw_optics(params, ranges, params.seed + i)
+            elif thickness_cells_range is not None:
                 lo, hi = thickness_cells_range
                 p = replace(p, thickness_cells=int(rng.integers(lo, hi + 1)), thickness=None)
             path = os.path.join(tmp, f"s{i:04d}.zarr")
-            kept = _finished_member(path, p) if resume else None
+            kept = _finished_member(path, p, drawn) if resume else None
             if kept is not None:
                 members[i] = kept
                 reused += 1
             else:
-                tasks.append((i, dask.delayed(_member, pure=True)(p, path, dask_key_name=f"structure-{i:04d}-"
+                tasks.append((i, dask.delayed(_member, pure=True)(p, path, drawn, dask_key_name=f"structure-{i:04d}-"
                                                                   f"{dask.base.tokenize(p, path)[:8]}")))
         done = compute(*[t for _, t in tasks], client=client, progress=progress) if tasks else ()
         for (i, _), m in zip(tasks, done):
             members[i] = m
         index = {"schema": COLLECTION_SCHEMA, "schema_version": 1, "count": count, "members": members,
+                 "optics_range": ranges,
                  "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()}}
         with open(os.path.join(tmp, "collection.json"), "w") as f:
             json.dump(index, f, indent=1)

@@ -193,7 +193,7 @@ def build_crystal(material: str, *, seed: int = 0) -> Crystal:
     if os.path.exists(material):
         return read_structure(material)
     raise ValueError(
-        f"unknown material {material!r}: use GaAs, SrTiO3, random-cubic or the path of a structure file ase reads"
+        f"unknown material {material!r}: use GaAs, SrTiO3, random-cubic, random-crystal or the path of a structure file ase reads"
     )
 
 

@@ -21,7 +21,8 @@ class SimulationParameters:
     Attributes
     ----------
     material : str
-        ``GaAs``, ``SrTiO3``, ``random-cubic`` or a structure file path.
+        ``GaAs``, ``SrTiO3``, ``random-cubic``, ``random-crystal`` (:mod:`.random_structures`) or a structure
+        file path.
     lateral_cells : (int, int)
         Unit cells along x and y; the scan covers this supercell once (periodic).
     lateral_size : float or None
@@ -47,7 +48,11 @@ class SimulationParameters:
         Simulation grid over the supercell (default: the detector size, so the exit-wave pixel is
         the supercell divided by the detector pixels).
     scan_pixels : int or (int, int)
-        Scan positions (Rx, Ry) spread evenly over the supercell from (0, 0).
+        Scan positions (Rx, Ry) spread evenly over the supercell from (0, 0) …
+    scan_step : float or (float, float) or None
+        … or this far apart (Å) from (0, 0): a window of the periodic supercell (the scan is then not periodic
+        unless it spans the supercell exactly). Lets the detector sampling (1/supercell) be fine while the scan
+        stays small.
     slice_thickness : float
         Largest slice thickness in Å (slices are equal and fit the specimen exactly).
     dose : float or None
@@ -79,6 +84,7 @@ class SimulationParameters:
     detector_pixels: Any = 64
     gpts: Any = None
     scan_pixels: Any = 64
+    scan_step: Any = None
     slice_thickness: float = 1.5
     dose: float | None = None
     frozen_phonons: int = 1
@@ -93,6 +99,8 @@ class SimulationParameters:
             object.__setattr__(self, "thickness_cells", None)
         for name in ("lateral_cells", "detector_pixels", "scan_pixels"):
             object.__setattr__(self, name, pair(getattr(self, name), name=name, convert=int))
+        if self.scan_step is not None:
+            object.__setattr__(self, "scan_step", pair(self.scan_step, name="scan_step", convert=float))
         object.__setattr__(self, "gpts", pair(self.gpts, name="gpts", convert=int) if self.gpts is not None
                            else self.detector_pixels)
         checks = [
@@ -103,6 +111,7 @@ class SimulationParameters:
             (min(self.detector_pixels) >= 4, f"detector pixels must be ≥ 4, got {self.detector_pixels}"),
             (all(g >= d for g, d in zip(self.gpts, self.detector_pixels)),
              f"the simulation grid {self.gpts} must be at least the detector {self.detector_pixels}"),
+            (self.scan_step is None or min(self.scan_step) > 0, f"scan step must be positive (Å), got {self.scan_step}"),
             (self.slice_thickness > 0, f"slice thickness must be positive (Å), got {self.slice_thickness}"),
             (self.dose is None or self.dose > 0, f"dose must be positive (e/Å²), got {self.dose}"),
             (self.frozen_phonons >= 1, f"frozen phonons must be ≥ 1, got {self.frozen_phonons}"),

@@ -18,6 +18,7 @@ from ..physics.optics import Aberrations, antialias_mask, defocus_to_c10, fresne
 from ..physics.potentials import assign_slices, projected_potential, slice_thicknesses
 from ..store import ScanMetadata
 from .crystals import build_crystal, supercell
+from .random_structures import decorate, random_crystal
 from .multislice import transmission_functions
 from .parameters import SimulationParameters
 
@@ -100,12 +101,16 @@ def plan_simulation(params: SimulationParameters) -> SimulationPlan:
     -------
     SimulationPlan
     """
-    crystal = build_crystal(params.material, seed=params.seed)
+    randomised = params.material == "random-crystal"
+    crystal = random_crystal(params.seed) if randomised else build_crystal(params.material, seed=params.seed)
     lateral = params.lateral_cells
     if params.lateral_size is not None:
         lateral = tuple(max(1, int(round(params.lateral_size / float(crystal.atoms.cell[i, i])))) for i in (0, 1))
     atoms, thickness = supercell(crystal, lateral_cells=lateral,
                                  thickness_cells=params.thickness_cells, thickness=params.thickness)
+    changes = {}
+    if randomised:  # substitutions and vacancy columns need the lateral supercell
+        atoms, changes = decorate(atoms, params.seed)
     cell = (float(atoms.cell[0, 0]), float(atoms.cell[1, 1]))
     gpts = params.gpts
     sampling = (cell[0] / gpts[0], cell[1] / gpts[1])
@@ -132,7 +137,9 @@ def plan_simulation(params: SimulationParameters) -> SimulationPlan:
     ]).astype(np.complex64)
     probes *= antialias_mask(gpts, sampling, fraction=params.band_limit).astype(np.float32)  # same band limit as the waves
     projected_phase = sigma * potentials.sum(axis=1).mean(axis=0)
-    scan_step = (cell[0] / params.scan_pixels[0], cell[1] / params.scan_pixels[1])
+    covering = (cell[0] / params.scan_pixels[0], cell[1] / params.scan_pixels[1])
+    scan_step = covering if params.scan_step is None else tuple(params.scan_step)
+    periodic = all(abs(s - c) <= 1e-9 * c for s, c in zip(scan_step, covering))
     qx, qy = params.detector_pixels
     electrons = params.dose * scan_step[0] * scan_step[1] if params.dose else None
     provenance = {
@@ -141,6 +148,7 @@ def plan_simulation(params: SimulationParameters) -> SimulationPlan:
         "material": crystal.name,
         "formula": crystal.atoms.get_chemical_formula(),
         "prototype": crystal.prototype,
+        "defects": changes,
         "lattice_A": [float(v) for v in np.diag(crystal.atoms.cell)],
         "lateral_cells": list(lateral),
         "thickness_A": thickness,
@@ -166,7 +174,7 @@ def plan_simulation(params: SimulationParameters) -> SimulationPlan:
         detector_center=(qx // 2, qy // 2),
         aberrations={"C30": params.cs} if params.cs else {},
         aperture_edge=params.aperture_edge,
-        periodic=True,
+        periodic=periodic,
         provenance=provenance,
     )
     return SimulationPlan(params, crystal.name, atoms, thickness, cell, sampling, dz, transmissions,

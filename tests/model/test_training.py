@@ -185,7 +185,7 @@ def test_training_writes_a_checkpoint_and_resumes(trained, collection):
 
 @pytest.mark.parametrize("device,workers", [("cpu", 0), ("cpu", 2), pytest.param("cuda", 2, marks=requires_cuda)])
 def test_a_few_training_steps_lower_the_loss(collection, tmp_path, device, workers):
-    from flowtie_dask.model.architectures import build_model
+    from flowtie_dask.model.registry import build_model
     from flowtie_dask.model.train import _batches, _loss
 
     cfg = TrainingConfig(epochs=3, steps_per_epoch=5, batch_size=2, tile=8, n_q=32, validation_tiles=4, lr=3e-3,
