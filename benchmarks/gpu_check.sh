@@ -75,7 +75,7 @@ paper() {
 }
 
 finetune() {  # continue the shipped model on the GPU collection, then Table 1 with it
-    cp flowtie_dask/model/pretrained/flowtie_default.pt "$W/finetuned.pt"
+    cp flowtie_dask/model/pretrained/paper-64.pt "$W/finetuned.pt"
     step finetune-gpu "${FINETUNE_SECONDS:-100}" $FD train "$W/train" --out "$W/finetuned.pt" --resume --epochs 60 \
         --steps-per-epoch 100 --batch-size 8 --lr 1e-3 --tile 16 --n-q 256 --device cuda --loader-workers 12 \
         --no-progress
@@ -90,7 +90,7 @@ longtrain() {  # a larger training set (GPU and CPU simulation side by side), tw
     step collection-gpu+cpu 220 bash -c "$FD simulate random-cubic --count $n_gpu --seed 100 $sim --gpus 1 \
         --out $W/simg > $W/simg.log 2>&1 & $FD simulate random-cubic --count $n_cpu --seed $((100 + n_gpu)) $sim \
         --workers ${SIM_CPU_WORKERS:-10} --threads 1 --out $W/simc > $W/simc.log 2>&1; wait; tail -n 2 $W/sim?.log"
-    cp flowtie_dask/model/pretrained/flowtie_default.pt "$W/A.pt"
+    cp flowtie_dask/model/pretrained/paper-64.pt "$W/A.pt"
     local common="--in-memory --loader-workers 6 --device cuda --tile 16 --n-q 256 --lr-schedule cosine \
         --time-limit $secs --epochs 100000 --steps-per-epoch 100 --no-progress"
     # A: the shipped model continued; B: a deeper, wider shared model from scratch

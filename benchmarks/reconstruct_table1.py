@@ -29,7 +29,9 @@ parser.add_argument("--methods", nargs="+", default=["tie", "gd"],
                     help="any registered method: tie, flowtie, icom, gd (diagonal A = diag(O), converged), gd-dense "
                          "(the paper's literal dense "
                          "N²×N² A from the identity, 100 iterations; ≈ 3 min per setting on 2 CPU cores)")
-parser.add_argument("--model", default=None, help="FlowTIE checkpoint (default: the shipped one)")
+parser.add_argument("--model", default=None,
+                    help="FlowTIE checkpoint or shipped model name (general, paper-64; default: the shipped default); "
+                         "results of a named model go to *_flowtie-<name>.zarr")
 parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="gpu: simulation, TIE/FlowTIE tiles (CuPy, torch through DLPack) and GD (torch) on the GPU")
 parser.add_argument("--dose", type=float, default=None,
@@ -48,7 +50,9 @@ args = parser.parse_args()
 unknown = sorted(set(args.methods) - set(REGISTRY))
 if unknown:
     parser.error(f"unknown method(s) {unknown}: use {', '.join(REGISTRY)}")
-TAGS = [f"flowtie-{args.symmetry}" if m == "flowtie" and args.symmetry != "none" else
+MODEL_TAG = "" if args.model is None else "-" + os.path.splitext(os.path.basename(args.model))[0]
+TAGS = [f"flowtie{MODEL_TAG}-{args.symmetry}" if m == "flowtie" and args.symmetry != "none" else
+        f"flowtie{MODEL_TAG}" if m == "flowtie" else
         "gd-dense-diagonal" if m == "gd-dense" and args.dense_readout == "diagonal" else m for m in args.methods]
 os.makedirs(args.out, exist_ok=True)
 

@@ -24,7 +24,26 @@ from .backend import get_array_module
 from .physics.constants import wavelength
 from .physics.optics import Aberrations, probe_fourier
 
-__all__ = ["ReconstructionGeometry", "orient_patterns"]
+__all__ = ["ReconstructionGeometry", "orient_patterns", "recorded_descan", "DESCAN_MIN_PX"]
+
+#: A recorded descan that moves the beam less than this (detector pixels, over the whole scan) is not applied:
+#: the interpolation would cost more than it mends.
+DESCAN_MIN_PX = 0.1
+
+
+def recorded_descan(metadata) -> tuple:
+    """The descan slopes ((s00, s01), (s10, s11)) in detector pixels per scan step recorded by ``calibrate`` in
+    ``metadata.calibration["descan"]``, or () when there is none or its span is below :data:`DESCAN_MIN_PX`."""
+    entry = (getattr(metadata, "calibration", None) or {}).get("descan")
+    if not isinstance(entry, dict) or not isinstance(entry.get("value"), dict):
+        return ()
+    value = entry["value"]
+    try:
+        slope = tuple(tuple(float(v) for v in row) for row in value["slope_px_per_step"])
+        span = float(value["span_px"])
+    except (KeyError, TypeError, ValueError):
+        return ()
+    return slope if span >= DESCAN_MIN_PX and len(slope) == 2 else ()
 
 
 def orient_patterns(patterns: Any, *, rotation: float = 0.0, transpose: bool = False, order: int = 3) -> Any:
@@ -131,6 +150,10 @@ class ReconstructionGeometry:
         scans, a window of the store's scan); (0, 0) for the whole scan.
     store_scan_shape : (int, int) or None
         The store's whole scan when this geometry is a window of it (None: ``scan_shape``).
+    descan : ((float, float), (float, float)) or ()
+        The beam's drift over the scan, detector pixels (stored axes) per scan step, ``descan[k][a]`` for detector
+        axis k along scan axis a, about the scan's middle (``flowtie-dask calibrate``); the runner moves every
+        pattern back by it. Empty when none was recorded or it moves the beam less than :data:`DESCAN_MIN_PX`.
     """
 
     energy: float
@@ -150,6 +173,7 @@ class ReconstructionGeometry:
     scan_drift: tuple = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
     scan_offset: tuple = (0, 0)
     store_scan_shape: tuple | None = None
+    descan: tuple = ()
 
     @classmethod
     def from_metadata(cls, metadata, *, scan_shape, detector_shape) -> "ReconstructionGeometry":
@@ -173,6 +197,7 @@ class ReconstructionGeometry:
             detector_shape=shape, detector_sampling=dq, detector_center=center,
             periodic=bool(m.periodic), c10=tuple(m.c10), rotation=float(m.detector_rotation),
             transpose=bool(m.detector_transpose), scan_drift=tuple(getattr(m, "scan_drift", ((0.0, 0.0),) * 3)),
+            descan=recorded_descan(m),
         )
 
     def orient(self, patterns: Any) -> Any:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import __version__
-from ..geometry import ReconstructionGeometry
+from ..geometry import DESCAN_MIN_PX, ReconstructionGeometry
 from ..physics.constants import wavelength
 from ..store import ScanMetadata, open_scan_store, update_scan_metadata
 from .centre import DescanPlane, DiskFit, descan_plane, fit_bright_field_disk
@@ -39,8 +39,9 @@ METHODS = {
     "detector_center": "least-squares fit of a soft-edged disk (½·erfc edge) to the edge of the bright-field disk "
                        "of the focus scan's mean pattern, from the centre of mass of the thresholded disk",
     "bright_field_radius": "the same disk fit (not applied: the semi-angle stays as given)",
-    "descan": "plane fitted by least squares to the focus scan's per-position centre of mass (recorded, not "
-              "applied: detector_center holds the mean centre)",
+    "descan": "plane fitted by least squares to the focus scan's per-position centre of mass; reconstruct moves "
+              "every pattern of the three scans back by it when it moves the beam by at least 0.1 px "
+              "(detector_center holds the centre at the scan's middle)",
     "detector_rotation": "angle leaving the least curl in the focus scan's centre-of-mass field (descan plane "
                          "removed; closed form), 180° chosen by a positively skewed integrated (iCoM) phase",
     "detector_transpose": "the transpose whose best angle leaves the centre-of-mass field less curl",
@@ -115,7 +116,8 @@ class Calibration:
                                                 semiangle_mrad=mrad, applied=False)
             p = self.descan
             out["descan"] = _entry({"origin_px": list(p.origin), "slope_px_per_step": [list(s) for s in p.slope],
-                                    "span_px": p.span}, {"residual_px": p.residual}, "px", "descan", applied=False)
+                                    "span_px": p.span}, {"residual_px": p.residual}, "px", "descan",
+                                   applied=bool(p.span >= DESCAN_MIN_PX))
         if self.rotation is not None:
             r = self.rotation
             out["detector_rotation"] = _entry(r.rotation, r.uncertainty, "deg", "detector_rotation",
@@ -142,8 +144,9 @@ class Calibration:
                          f"{d.uncertainty[1]:.3f}) px (was ({m.detector_center[0]:g}, {m.detector_center[1]:g})); "
                          f"disk radius {d.radius:.2f} px = {mrad:.1f} mrad (semi-angle given: {m.semiangle:g} mrad)")
             p = self.descan
-            lines.append(f"descan         the centre of mass moves {p.span:.3f} px over the scan (plane recorded, "
-                         "not applied: the mean centre is)")
+            lines.append(f"descan         the centre of mass moves {p.span:.3f} px over the scan (plane recorded; "
+                         + ("reconstruct moves the patterns back by it)" if p.span >= DESCAN_MIN_PX else
+                            f"below {DESCAN_MIN_PX} px: not applied)"))
         if self.rotation is not None:
             r = self.rotation
             lines.append(f"rotation       {r.rotation:.2f}° ± {r.uncertainty:.2f}°, transpose {r.transpose} (was "

@@ -21,7 +21,8 @@ from scipy import ndimage
 
 from ..quality import read_checked
 
-__all__ = ["common_area", "common_window", "drift_steps", "read_aligned", "spline_shift", "window_geometry"]
+__all__ = ["common_area", "common_window", "descan_correct", "descan_offsets", "drift_steps", "pattern_shift",
+           "read_aligned", "spline_shift", "window_geometry"]
 
 
 def drift_steps(geometry) -> np.ndarray:
@@ -72,6 +73,87 @@ def spline_shift(a: np.ndarray, shift, *, axes=(0, 1)) -> np.ndarray:
             acc += w * np.take(c, take, axis=axis)
         out = acc
     return out.astype(dtype, copy=False)
+
+
+def _keys(t: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel (a = −1/2): interpolating, exact for quadratics."""
+    a = np.abs(t)
+    return np.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1, np.where(a < 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0))
+
+
+def pattern_shift(patterns: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Each pattern moved by its own sub-pixel shift over the two detector axes: out_n[x] = p_n[x − shift_n].
+
+    Keys cubic convolution along each detector axis (interpolating: a whole-pixel shift is exact), edges
+    continued by the nearest pixel; non-negative input stays non-negative.
+
+    Parameters
+    ----------
+    patterns : ndarray, shape (N, Qx, Qy)
+    shift : ndarray, shape (N, 2)
+        Detector pixels along (Qx, Qy).
+
+    Returns
+    -------
+    ndarray, shape (N, Qx, Qy), float32
+    """
+    out = np.asarray(patterns, dtype=np.float32)
+    shift = np.asarray(shift, dtype=np.float64).reshape(-1, 2)
+    nonnegative = bool((out >= 0).all())
+    for axis in (1, 2):
+        s = shift[:, axis - 1]
+        if not np.any(s):
+            continue
+        whole = np.floor(s)
+        frac = (s - whole)[:, None]
+        size = out.shape[axis]
+        base = np.arange(size)[None, :] - whole[:, None].astype(int) - 1  # (N, size): x − ⌊s⌋ − 1
+        acc = np.zeros_like(out)
+        for t in (-1, 0, 1, 2):  # x − s = base + (1 − f): taps base + t with weights K(1 − f − t)
+            w = _keys(1 - frac - t).astype(np.float32)
+            idx = np.clip(base + t, 0, size - 1)
+            if axis == 1:
+                acc += w[:, :, None] * np.take_along_axis(out, idx[:, :, None], axis=1)
+            else:
+                acc += w[:, None, :] * np.take_along_axis(out, idx[:, None, :], axis=2)
+        out = acc
+    return np.maximum(out, 0) if nonnegative else out
+
+
+def descan_offsets(geometry, rows, cols) -> np.ndarray | None:
+    """The recorded descan (``geometry.descan``) at store scan indices: shape (len(rows), len(cols), 2) detector
+    pixels (stored axes) relative to the scan's middle, or None when no descan is to be applied."""
+    if not geometry.descan:
+        return None
+    slope = np.asarray(geometry.descan, dtype=np.float64)  # [detector axis k][scan axis a]
+    rx, ry = geometry.store_scan_shape or geometry.scan_shape
+    i = np.asarray(rows, dtype=np.float64)[:, None] - (rx - 1) / 2
+    j = np.asarray(cols, dtype=np.float64)[None, :] - (ry - 1) / 2
+    return np.stack([slope[k, 0] * i + slope[k, 1] * j for k in (0, 1)], axis=-1)
+
+
+def descan_correct(block: np.ndarray, geometry, rows, cols) -> np.ndarray:
+    """Every pattern of a block moved back by the descan at its position (:func:`descan_offsets`), so the
+    unscattered beam sits where it sits at the scan's middle (``detector_center``).
+
+    Parameters
+    ----------
+    block : ndarray, shape (D, len(rows), len(cols), Qx, Qy)
+        As stored.
+    rows, cols : sequence of int
+        Store scan indices.
+
+    Returns
+    -------
+    ndarray, same shape, float32 (``block`` itself when there is no descan to apply)
+    """
+    d = descan_offsets(geometry, rows, cols)
+    if d is None:
+        return block
+    shape = block.shape
+    flat = block.reshape((-1,) + shape[-2:])
+    shifts = np.broadcast_to(-d[None], (shape[0],) + d.shape).reshape(-1, 2)
+    return pattern_shift(flat, shifts).reshape(shape)
 
 
 def common_area(scan_shape, drift, *, periodic: bool) -> np.ndarray:
@@ -155,7 +237,8 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     Returns
     -------
     block : ndarray, shape (D, len(rows), len(cols), Qx, Qy), float32
-        As stored (detector orientation not undone), each scan on the focus grid.
+        As stored (detector orientation not undone), the recorded descan undone (``geometry.descan``), each scan on
+        the focus grid.
     report : BlockReport
     """
     defocus = [0, 1, 2] if defocus is None else [int(d) for d in defocus]
@@ -163,7 +246,8 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     r0, c0 = geometry.scan_offset
     rows, cols = [int(r) + r0 for r in rows], [int(c) + c0 for c in cols]  # store indices
     if not np.any(drift):
-        return read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
+        block, report = read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
+        return descan_correct(block, geometry, rows, cols), report
     rx, ry = geometry.store_scan_shape or geometry.scan_shape
     margin = int(math.ceil(np.abs(drift).max())) + 10
     ext_r = _extended(rows, margin, rx, geometry.periodic)
@@ -172,6 +256,7 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     if not geometry.periodic:  # clipped: a contiguous range
         ur, uc = list(range(min(ur), max(ur) + 1)), list(range(min(uc), max(uc) + 1))
     block, report = read_checked(path, ur, uc, defocus=defocus, bright_field=bright_field)
+    block = descan_correct(block, geometry, ur, uc)  # in each scan's own positions, before the drift
     pos_r, pos_c = {v: k for k, v in enumerate(ur)}, {v: k for k, v in enumerate(uc)}
     block = block[:, [pos_r[i] for i in ext_r]][:, :, [pos_c[j] for j in ext_c]]
     out = np.empty((len(defocus), len(rows), len(cols)) + block.shape[3:], dtype=np.float32)

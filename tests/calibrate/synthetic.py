@@ -73,10 +73,12 @@ def spoil_detector(patterns, *, offset=(0.0, 0.0), rotation=0.0, transpose=False
 
 
 def spoiled_store(path, *, drift_steps=((0.0, 0.0),) * 3, offset=(0.0, 0.0), rotation=0.0, transpose=False,
-                  electrons=None, crop=None, scan=48, seed=0):
+                  electrons=None, crop=None, scan=48, seed=0, descan=None):
     """Write a spoiled series as a scan store (metadata: centred, unrotated, no drift); returns the truth.
 
     ``crop`` = (x0, y0, n): keep scan positions [x0, x0+n) × [y0, y0+n) (a non-periodic field of view).
+    ``descan`` = ((s00, s01), (s10, s11)): the beam also moves by s[k][a] raw detector pixels per scan step along
+    scan axis a (detector axis k), about the scan's middle, in every scan (linear interpolation).
     Returns a dict: ``centre`` (raw px), ``rotation``, ``transpose``, ``drift_A`` (3, 2) and ``drift_steps``.
     """
     inten, plan = clean_series(tuple(tuple(float(v) for v in d) for d in drift_steps), scan=scan)
@@ -84,6 +86,14 @@ def spoiled_store(path, *, drift_steps=((0.0, 0.0),) * 3, offset=(0.0, 0.0), rot
         x0, y0, n = crop
         inten = inten[:, x0:x0 + n, y0:y0 + n]
     raw, centre = spoil_detector(inten, offset=offset, rotation=rotation, transpose=transpose)
+    if descan is not None:
+        slope = np.asarray(descan, dtype=float)
+        rx, ry = raw.shape[1:3]
+        for i in range(rx):
+            for j in range(ry):
+                d = slope @ np.array([i - (rx - 1) / 2, j - (ry - 1) / 2])
+                for s in range(3):
+                    raw[s, i, j] = ndimage.shift(raw[s, i, j], d, order=1, mode="constant")
     if electrons:
         shape = raw.shape
         flat = raw.reshape((-1,) + shape[-2:])
