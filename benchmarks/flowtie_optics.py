@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/flowtie_optics.py [--out optics_data] [--methods tie flowtie icom gd]
                                          [--model general] [--electrons N] [--split] [--cases 0 1 …]
+                                         [--device gpu]
 
 Cases: three microscopes × GaAs (2×2 cells; 1 and 4 cells thick) and SrTiO3 (3×3 cells; 1 and 5 cells thick):
 200 kV / 25 mrad / Δf = ±30 Å / 0.25 Å step; 80 kV / 30 mrad / ±40 Å / 0.3 Å; 300 kV / 15 mrad / ±50 Å / 0.4 Å.
@@ -66,6 +67,7 @@ def main():
     p.add_argument("--electrons", type=float, default=None, help="Poisson noise at N e⁻ per pattern")
     p.add_argument("--split", action="store_true", help="also FlowTIE with the exact BF / DF probe-frame phase")
     p.add_argument("--cases", nargs="+", type=int, default=list(range(len(CASES))))
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -77,7 +79,7 @@ def main():
             method = get_method(name, **({"model": args.model} if name == "flowtie" and args.model else {}))
             t0 = time.perf_counter()
             try:
-                res = reconstruct(path, method, progress=False)
+                res = reconstruct(path, method, progress=False, device=args.device)
             except CheckpointError as exc:
                 row[name] = (float("nan"), 0.0)
                 print(f"{row['case']}: {name} refused: {exc}", flush=True)

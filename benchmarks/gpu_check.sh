@@ -8,6 +8,7 @@
 # Steps: the GPU tests; Table 1 on the GPU; the CLI with --gpus 1 (simulate, reconstruct, evaluate); a large
 # scan's throughput on the GPU; a training set simulated on the GPU; training under torchrun (DDP, NCCL)
 # with DataLoader workers; the paper's full-size architecture (all 4096 detector pixels) on the GPU;
+# (general) the general model's GPU stage: a collection across optics simulated on the GPU, training resumed;
 # (longtrain) a larger collection simulated on the GPU and the CPUs at once, and two models trained on it
 # from memory side by side, each then run on Table 1 (SIM_GPU_COUNT, SIM_CPU_COUNT, TRAIN_SECONDS).
 set -u
@@ -106,7 +107,20 @@ longtrain() {  # a larger training set (GPU and CPU simulation side by side), tw
         --out "$W/t1B"
 }
 
-for s in ${STEPS:-tests table1 cli throughput collection ddp paper}; do
+general() {  # the GPU stage of the general model: a collection across optics simulated on the GPU, training resumed
+    local secs=${TRAIN_SECONDS:-240}
+    step collection-optics-gpu 220 $FD simulate random-crystal --count ${SIM_GPU_COUNT:-200} --seed 3000 \
+        --optics-range default --gpus 1 --no-progress --out "$W/optics"
+    cp flowtie_dask/model/pretrained/general.pt "$W/general.pt"
+    step train-general-gpu $((secs + 90)) $FD train "$W/optics" --out "$W/general.pt" --resume --batch-size 16 \
+        --lr 5e-4 --lr-schedule cosine --time-limit $secs --epochs 100000 --steps-per-epoch 100 --tile 16 --n-q 256 \
+        --dose-range 1e3 1e6 --in-memory --loader-workers 6 --device cuda --no-progress
+    cp "$W/general.pt" "$OUTDIR"/
+    step optics-general-gpu 200 python3 benchmarks/flowtie_optics.py --methods tie flowtie --model "$W/general.pt" \
+        --device gpu --out "$W/optics_eval"
+}
+
+for s in ${STEPS:-tests table1 cli throughput collection ddp paper general}; do
     $s
 done
 echo "=== done $(date +%T)"
