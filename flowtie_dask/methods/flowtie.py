@@ -3,7 +3,7 @@ fields, integrated over the whole scan, then projected; one tile is integrated w
 
 from __future__ import annotations
 
-from ..model.inference import FlowTIEPhase  # light: torch is imported when a model is loaded
+from ..model.inference import DEFAULT_DARK_FIELD_BIN, DEFAULT_MARGIN, FlowTIEPhase  # light: torch on loading a model
 from . import register
 from .base import Method, Needs, Option
 
@@ -12,7 +12,12 @@ __all__ = ["FlowTIE"]
 
 @register
 class FlowTIE(Method):
-    """The FlowTIE model (``model``: a checkpoint, default the shipped one) whose optics must match the scan."""
+    """The FlowTIE model (``model``: a checkpoint, default the shipped one) whose optics must match the scan.
+
+    ``dark_field_bin`` b > 1 runs the fast form: the model on each pixel with |q| ≤ (1 + ``bright_field_margin``)·α/λ
+    and on b×b super-pixels of the dark field, whose fields every member pixel takes
+    (:mod:`flowtie_dask.model.inference`); 1 runs it on every pixel.
+    """
 
     name = "flowtie"
     summary = "the FlowTIE model (tiled, distributed; its optics must match the scan)"
@@ -23,19 +28,32 @@ class FlowTIE(Method):
                "sampling must match the scan's", metavar="PATH", input_path=True),
         Option("symmetry", "average the model over the specimen's mirrors (4× the model's time) or all 8 "
                "symmetries of the square (8×); needs a probe without astigmatism", choices=("none", "mirror", "d4")),
+        Option("dark_field_bin", f"side in detector pixels of the dark-field super-pixels the model runs on (default "
+               f"{DEFAULT_DARK_FIELD_BIN}); 1: every pixel (the full form, several times slower)", type=int, metavar="B"),
+        Option("bright_field_margin", f"with --dark-field-bin > 1, pixels within (1 + this)·the aperture radius are "
+               f"evaluated one by one (default {DEFAULT_MARGIN})", type=float, metavar="FRACTION"),
     )
 
-    def __init__(self, *, model: str | None = None, symmetry: str = "none"):
+    def __init__(self, *, model: str | None = None, symmetry: str = "none",
+                 dark_field_bin: int = DEFAULT_DARK_FIELD_BIN, bright_field_margin: float = DEFAULT_MARGIN):
         if symmetry not in ("none", "mirror", "d4"):
             raise ValueError(f"symmetry must be 'none', 'mirror' or 'd4', got {symmetry!r}")
-        self._phase = FlowTIEPhase(model, symmetry=symmetry)
+        if isinstance(dark_field_bin, bool) or int(dark_field_bin) != dark_field_bin or dark_field_bin < 1:
+            raise ValueError(f"dark_field_bin must be an integer ≥ 1 (1: the full form), got {dark_field_bin!r}")
+        if not bright_field_margin >= 0:
+            raise ValueError(f"bright_field_margin must be ≥ 0 (fraction of the aperture radius), "
+                             f"got {bright_field_margin!r}")
+        self._phase = FlowTIEPhase(model, symmetry=symmetry, dark_field_bin=int(dark_field_bin),
+                                   margin=float(bright_field_margin))
         self.path, self.symmetry = self._phase.path, symmetry
+        self.dark_field_bin, self.bright_field_margin = int(dark_field_bin), float(bright_field_margin)
 
     def identity(self) -> tuple:
-        return (self.name, self.path, self.symmetry)
+        return (self.name, self.path, self.symmetry, self.dark_field_bin, self.bright_field_margin)
 
     def attrs(self) -> dict:
-        return {"method": self.name, "model": self.path, "symmetry": self.symmetry}
+        return {"method": self.name, "model": self.path, "symmetry": self.symmetry,
+                "dark_field_bin": self.dark_field_bin, "bright_field_margin": self.bright_field_margin}
 
     def needs(self, geometry) -> Needs:
         """Twice the model's receptive field in scan positions."""

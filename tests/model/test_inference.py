@@ -1,4 +1,5 @@
-"""FlowTIE inference: averaging the prediction over the specimen's mirrors (``symmetry=``)."""
+"""FlowTIE inference: averaging the prediction over the specimen's mirrors (``symmetry=``), in the full form and
+the fast one (``dark_field_bin``; its own tests are in test_fast_inference.py)."""
 
 import dataclasses
 
@@ -10,6 +11,8 @@ from flowtie_dask.geometry import ReconstructionGeometry
 from flowtie_dask.model.architectures import FlowPredictorModel
 from flowtie_dask.model.checkpoint import save_checkpoint
 from flowtie_dask.model.inference import SYMMETRIES, FlowTIEPhase, _from_frame, _to_frame
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 NON_IDENTITY = SYMMETRIES["d4"][1:]
 
@@ -70,10 +73,12 @@ def transpose(g):
     return np.stack([g[1], g[0]]).transpose(0, 2, 1, 4, 3)
 
 
+@pytest.mark.parametrize("dark_field_bin", [1, 4])
 @pytest.mark.parametrize("symmetry", ["mirror", "d4"])
-def test_the_averaged_prediction_is_exactly_equivariant_and_the_plain_one_is_not(data, symmetry):
+def test_the_averaged_prediction_is_exactly_equivariant_and_the_plain_one_is_not(data, symmetry, dark_field_bin):
     """Mirroring the data (scan axis and detector axis) mirrors the averaged field; the plain model is
-    only approximately equivariant, so it fails the same check by far more."""
+    only approximately equivariant, so it fails the same check by far more. In the fast form too: the
+    super-pixels (bounded between pixels, the detector centred between pixels) map onto each other."""
     geo = geometry()
 
     def error(method, transform, mirrored):
@@ -86,7 +91,8 @@ def test_the_averaged_prediction_is_exactly_equivariant_and_the_plain_one_is_not
     cases = [(mirror_x, data[:, ::-1, :, ::-1, :])]
     if symmetry == "d4":
         cases.append((transpose, data.transpose(0, 2, 1, 4, 3)))
-    sym, plain = FlowTIEPhase(symmetry=symmetry), FlowTIEPhase()
+    sym = FlowTIEPhase("paper-64", symmetry=symmetry, dark_field_bin=dark_field_bin)
+    plain = FlowTIEPhase("paper-64", dark_field_bin=dark_field_bin)
     for transform, mirrored in cases:
         e_sym = error(sym, transform, mirrored)
         e_plain = error(plain, transform, mirrored)
@@ -97,12 +103,12 @@ def test_the_averaged_prediction_is_exactly_equivariant_and_the_plain_one_is_not
 def test_symmetry_refuses_what_it_cannot_average(tmp_path):
     with pytest.raises(ValueError, match="unknown symmetry 'c6'"):
         FlowTIEPhase(symmetry="c6")
-    method = FlowTIEPhase(symmetry="d4")
+    method = FlowTIEPhase("paper-64", symmetry="d4")
     with pytest.raises(ValueError, match="without astigmatism"):
         method.check(dataclasses.replace(geometry(), aberrations={"C12": 5.0, "phi12": 0.0}))
     with pytest.raises(ValueError, match="equal scan steps.*'mirror'"):
         method.check(dataclasses.replace(geometry(), scan_step=(0.1767, 0.17)))
-    FlowTIEPhase(symmetry="mirror").check(dataclasses.replace(geometry(), scan_step=(0.1767, 0.17)))
+    FlowTIEPhase("paper-64", symmetry="mirror").check(dataclasses.replace(geometry(), scan_step=(0.1767, 0.17)))
     path = save_checkpoint(str(tmp_path / "paper.pt"), model=FlowPredictorModel(16, hidden=4), meta={})
     with pytest.raises(ValueError, match="needs a model that takes each pixel's q"):
         FlowTIEPhase(path, symmetry="mirror")
