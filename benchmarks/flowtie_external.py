@@ -24,7 +24,7 @@ import numpy as np
 
 from flowtie_dask.cli.main import main as cli
 from flowtie_dask.evaluate import evaluate_result, phase_mse, resample_periodic
-from flowtie_dask.model.checkpoint import default_model_path
+from flowtie_dask.model.checkpoint import shipped_model
 from flowtie_dask.model.train import TrainingConfig, train
 from flowtie_dask.methods import get_method
 from flowtie_dask.runner import reconstruct
@@ -70,20 +70,24 @@ def main():
     p.add_argument("--out", default="external_data")
     p.add_argument("--count", type=int, default=40, help="random-cubic training structures")
     p.add_argument("--seconds", type=float, default=300.0, help="training time of each model")
-    p.add_argument("--variants", nargs="+", choices=("scratch", "default"), default=["scratch", "default"],
-                   help="train from scratch and/or from the shipped model")
+    p.add_argument("--variants", nargs="+", choices=("scratch", "default", "general"), default=["scratch", "default"],
+                   help="train from scratch and/or from the shipped model; 'general': the shipped general model as it "
+                        "is (no training)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
     coll = os.path.join(args.out, "train")
-    if not os.path.exists(coll):
+    trained = [v for v in args.variants if v != "general"]
+    if trained and not os.path.exists(coll):
         t0 = time.perf_counter()
         simulate_collection(SimulationParameters(material="random-cubic", seed=500, lateral_size=8.4, **OPTICS), coll,
                             count=args.count, thickness_cells_range=(1, 3), progress=False)
         print(f"simulated {args.count} random-cubic structures in {time.perf_counter() - t0:.0f} s", flush=True)
     models = {}
-    variants = {"scratch": ("scratch", None), "default": ("from default", default_model_path())}
-    for name, init in (variants[v] for v in args.variants):
+    variants = {"scratch": ("scratch", None), "default": ("from default", shipped_model("paper-64"))}
+    if "general" in args.variants:
+        models["general, shipped"] = shipped_model("general")
+    for name, init in (variants[v] for v in trained):
         path = os.path.join(args.out, f"model_{name.replace(' ', '_')}.pt")
         if not os.path.exists(path):
             cfg = TrainingConfig(epochs=100000, steps_per_epoch=20, batch_size=4, lr=1e-3, lr_schedule="cosine",

@@ -68,6 +68,8 @@ def main():
     p.add_argument("--split", action="store_true", help="also FlowTIE with the exact BF / DF probe-frame phase")
     p.add_argument("--cases", nargs="+", type=int, default=list(range(len(CASES))))
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--dark-field-bin", type=int, default=None,
+                   help="FlowTIE's dark-field super-pixels (1 = the full form; default: the method's default)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -75,8 +77,10 @@ def main():
         case = CASES[i]
         path = simulate_case(case, args.out, args.electrons)
         row = {"case": f"{case[0][0]} {case[1][0]} {case[1][2]}c"}
+        flowtie_options = {k: v for k, v in (("model", args.model), ("dark_field_bin", args.dark_field_bin))
+                           if v is not None}
         for name in args.methods:
-            method = get_method(name, **({"model": args.model} if name == "flowtie" and args.model else {}))
+            method = get_method(name, **(flowtie_options if name == "flowtie" else {}))
             t0 = time.perf_counter()
             try:
                 res = reconstruct(path, method, progress=False, device=args.device)
@@ -90,7 +94,7 @@ def main():
             truth = np.asarray(st.truth["probe_frame_phase"][:], dtype=np.float64)
             mean = np.asarray(st.intensity[1]).mean(axis=(0, 1))
             bright = mean > 0.1 * mean.max()
-            base = get_method("flowtie", **({"model": args.model} if args.model else {}))
+            base = get_method("flowtie", **flowtie_options)
             for tag, mask in (("+BF", bright), ("+DF", ~bright)):
                 res = reconstruct(path, Mixed(truth, base, mask, label=tag), tile_size=None, progress=False)
                 row["flowtie" + tag] = (evaluate_result(res, path)["mse"], 0.0)

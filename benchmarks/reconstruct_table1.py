@@ -45,12 +45,16 @@ parser.add_argument("--symmetry", choices=("none", "mirror", "d4"), default="non
 parser.add_argument("--dense-readout", choices=("projection", "diagonal"), default="projection",
                     help="gd-dense: the object from the projected exit waves A·P (as TIE/FlowTIE) or diag(A) "
                          "(results go to *_gd-dense-diagonal.zarr)")
+parser.add_argument("--dark-field-bin", type=int, default=None,
+                    help="FlowTIE's dark-field super-pixels (1 = the full form; default: the method's default); "
+                         "results go to *_flowtie[-model]-b<N>.zarr")
 parser.add_argument("--settings", nargs="+", type=int, default=[0, 1, 2, 3], help="indices into the four settings")
 args = parser.parse_args()
 unknown = sorted(set(args.methods) - set(REGISTRY))
 if unknown:
     parser.error(f"unknown method(s) {unknown}: use {', '.join(REGISTRY)}")
 MODEL_TAG = "" if args.model is None else "-" + os.path.splitext(os.path.basename(args.model))[0]
+MODEL_TAG += "" if args.dark_field_bin is None else f"-b{args.dark_field_bin}"
 TAGS = [f"flowtie{MODEL_TAG}-{args.symmetry}" if m == "flowtie" and args.symmetry != "none" else
         f"flowtie{MODEL_TAG}" if m == "flowtie" else
         "gd-dense-diagonal" if m == "gd-dense" and args.dense_readout == "diagonal" else m for m in args.methods]
@@ -89,7 +93,7 @@ for material, lateral, cells in [SETTINGS[i] for i in args.settings]:
             res = open_result(result_path)
             wall = res.attrs["seconds"]
         else:
-            options = {"flowtie": {"model": args.model, "symmetry": args.symmetry},
+            options = {"flowtie": {"model": args.model, "symmetry": args.symmetry, "dark_field_bin": args.dark_field_bin},
                        "gd-dense": {"readout": args.dense_readout}}.get(method, {})
             m = get_method(method, **{k: v for k, v in options.items() if v is not None})
             t0 = time.perf_counter()

@@ -35,7 +35,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_model(store, tmp_path_factory):
-    """A small random FlowTIE model whose optics record fits the store (the shipped one does not)."""
+    """A small random FlowTIE model whose optics record fits the store (fast to run, unlike the shipped ones)."""
     import torch
 
     from flowtie_dask.geometry import ReconstructionGeometry
@@ -273,14 +273,21 @@ def test_icom_recovers_a_weak_phase_object_better_than_a_flat_guess(store):
     assert evaluate_result(window, store)["mse"] < ev["truth_variance"]
 
 
-def test_info_lists_the_methods_that_accept_the_store(store, capsys):
+def test_info_lists_the_methods_that_accept_the_store(store, capsys, tmp_path):
     from flowtie_dask.cli.main import main
 
-    assert main(["info", store]) == 0
-    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("methods")][0]
+    def methods_line(path):
+        assert main(["info", path]) == 0
+        return [x for x in capsys.readouterr().out.splitlines() if x.startswith("methods")][0]
+
+    line = methods_line(store)
     accepted = line.split(None, 1)[1].split(";")[0].split(", ")
-    assert accepted[:2] == ["tie", "icom"]  # the shipped FlowTIE model was trained for other sampling
-    assert "not flowtie: the model was trained for" in line
+    assert accepted[:3] == ["tie", "flowtie", "icom"] and "not flowtie" not in line  # inside the general model's ranges
+    coarse = str(tmp_path / "coarse.zarr")  # a 1.4 Å step: 1.4 probe radii, beyond what the model was trained for
+    assert main(["simulate", "GaAs", "--out", coarse, *SMALL[:2], "--scan-pixels", "4", *SMALL[4:]]) == 0
+    line = methods_line(coarse)
+    assert "flowtie" not in line.split(None, 1)[1].split(";")[0].split(", ")
+    assert "not flowtie: the model was trained for step_probe" in line
 
 
 PLUGIN = '''"""A test method: the mean in-focus intensity of every pattern."""

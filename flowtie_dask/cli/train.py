@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         arch["hidden"] = args.hidden
     if args.depth:
         if args.architecture == "paper":
-            raise ValueError("--depth applies to --architecture shared only (the paper model has a fixed depth)")
+            raise ValueError("--depth applies to --architecture dimensionless or shared only (the paper model has a "
+                             "fixed depth)")
         arch["depth"] = args.depth
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta,
                          gamma=args.gamma, tile=args.tile, n_q=args.n_q or None, steps_per_epoch=args.steps_per_epoch,

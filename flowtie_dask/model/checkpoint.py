@@ -201,7 +201,7 @@ def load_checkpoint(path: str, *, map_location: str = "cpu"):
 #: Models shipped in the package, by name: the default, trained across optics (``general``), and the model of the
 #: paper's single setting, 300 kV / 20 mrad / ±20 Å (``paper-64``, kept for Table 1).
 SHIPPED_MODELS = {"general": "pretrained/general.pt", "paper-64": "pretrained/paper-64.pt"}
-DEFAULT_MODEL = "paper-64"  # until the general model is trained and shipped
+DEFAULT_MODEL = "general"
 
 
 def shipped_model(name_or_path: str) -> str:

@@ -141,7 +141,7 @@ def test_cli_train_fine_tunes_the_default_on_two_collections(collection, tmp_pat
     assert len(meta["training"]["stages"]) == len(source["training"]["stages"]) + 1
     assert meta["training"]["train_stores"] == 6 and meta["training"]["data"] == [os.path.abspath(collection)] * 2
     assert main(args + ["--architecture", "paper", "--depth", "3", "--out", str(tmp_path / "p.pt")]) == 2
-    assert "--depth applies to --architecture shared only" in capsys.readouterr().err
+    assert "--depth applies to --architecture dimensionless or shared only" in capsys.readouterr().err
     assert not (tmp_path / "p.pt").exists()
 
 
