@@ -19,16 +19,16 @@ from ..backend import from_torch
 __all__ = ["DEFAULT_DARK_FIELD_BIN", "DEFAULT_MARGIN", "PixelGroups", "pixel_groups", "group_means",
            "grouped_network", "group_field", "spread"]
 
-#: Default super-pixel side (detector pixels) of the dark field: 1, the full form. Measured
-#: (``benchmarks/flowtie_speed.py``, paper-64, Table 1's four settings): b = 4 with margin 0 gives an MSE at or below
-#: the full form's in all four (−2.4, −2.2, −0.1, −2.5 %) at ~1/10 of its time; b = 8 is ~20 % faster and up to
-#: 2 % worse; b = 2 gains nothing. But on the experiment-like Si series (another simulator, 2×2 camera binning, a
-#: 40×40 window) b = 4 costs the general model 24 % (clean twin 0.00197 against 0.00159, calibrated 0.00246
-#: against 0.00200), so the fast form is asked for (``--dark-field-bin 4``), not the default.
-DEFAULT_DARK_FIELD_BIN = 1
-#: Pixels with |q| ≤ (1 + margin)·α/λ are evaluated one by one in the fast form (0: the aperture disk; 0.25 costs
-#: ~30 % more time and was not more accurate).
-DEFAULT_MARGIN = 0.0
+#: Default super-pixel side (detector pixels) of the dark field: 4 (1 = the full form). Measured
+#: (``benchmarks/flowtie_speed.py``, paper-64, Table 1's four settings): b = 4 gives an MSE at or below the full
+#: form's in all four (−2.4, −2.2, −0.1, −2.5 % with margin 0) at ~1/10 of its time; b = 8 is ~20 % faster and up to
+#: 2 % worse; b = 2 gains nothing.
+DEFAULT_DARK_FIELD_BIN = 4
+#: Pixels with |q| ≤ (1 + margin)·α/λ are evaluated one by one in the fast form. 0.25: on the experiment-like Si
+#: series (another simulator, 2×2 camera binning) margin 0 cost the general model 24 % (clean twin 0.00197 against
+#: the full form's 0.00159), margin 0.25 0.6 % (0.001595; calibrated 0.00205 against 0.00200; GaAs 5.7 Å 0.00138
+#: against 0.00136), for ~30 % more time than margin 0.
+DEFAULT_MARGIN = 0.25
 
 
 class PixelGroups(NamedTuple):
