@@ -34,12 +34,12 @@ value is checked; what is missing or wrong is named in one line.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 
+from ..mapping_files import parse_mapping_text, syntax_name
 from ..physics.constants import wavelength
 
 __all__ = ["MicroscopeLog", "read_microscope_log", "parse_microscope_log"]
@@ -116,16 +116,9 @@ def read_microscope_log(path: str) -> MicroscopeLog:
     except OSError as exc:
         raise ValueError(f"cannot read the microscope log {path!r}: {exc.strerror or exc}") from None
     try:
-        if path.lower().endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"the microscope log {path!r} is not valid {'YAML' if path.endswith(('yaml', 'yml')) else 'JSON'}: "
-                         f"{first}") from None
+        data = parse_mapping_text(text, path)
+    except ValueError as exc:
+        raise ValueError(f"the microscope log {path!r} is not valid {syntax_name(path)}: {exc}") from None
     return parse_microscope_log(data, source=path)
 
 

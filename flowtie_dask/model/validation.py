@@ -101,9 +101,11 @@ def dimensionless_record(geometries, *, dose=None) -> dict:
 
 def _check_dimensionless(record: dict, geometry, source: str) -> None:
     ranges = record.get("ranges")
-    if not isinstance(ranges, dict) or set(GROUPS) - set(ranges):
+    if not isinstance(ranges, dict):
+        raise CheckpointError(f"{source}: its dimensionless optics record has no 'ranges' mapping; {_RETRAIN}")
+    if set(GROUPS) - set(ranges):
         raise CheckpointError(f"{source}: its dimensionless optics record lacks "
-                              f"{', '.join(sorted(set(GROUPS) - set(ranges or {})))}; {_RETRAIN}")
+                              f"{', '.join(sorted(set(GROUPS) - set(ranges)))}; {_RETRAIN}")
     here = {**dimensionless_groups(optics_inputs(geometry)), "energy_kV": float(geometry.energy) / 1e3}
     for key, meaning in GROUPS.items():
         try:

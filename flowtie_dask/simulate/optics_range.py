@@ -15,13 +15,13 @@ serves every dose).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import replace
 
 import numpy as np
 
+from ..mapping_files import parse_mapping_text
 from ..physics.constants import wavelength
 from .crystals import build_crystal
 from .parameters import SimulationParameters
@@ -71,17 +71,14 @@ def load_optics_range(source) -> dict:
         name = repr(os.fspath(source))
         if not os.path.isfile(source):
             raise ValueError(f"--optics-range file {name} does not exist")
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
         try:
-            if str(source).endswith((".yaml", ".yml")):
-                import yaml
-
-                given = yaml.safe_load(text)
-            else:
-                given = json.loads(text)
-        except Exception as exc:
-            raise ValueError(f"--optics-range {name} could not be parsed: {str(exc).splitlines()[0]}") from None
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+            given = parse_mapping_text(text, source)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--optics-range file {name} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"--optics-range {name} could not be parsed: {exc}") from None
     if not isinstance(given, dict):
         raise ValueError(f"{name} must be a mapping of quantity → [low, high]")
     unknown = sorted(set(given) - set(DEFAULT_OPTICS_RANGE))
