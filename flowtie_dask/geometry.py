@@ -154,6 +154,9 @@ class ReconstructionGeometry:
         The beam's drift over the scan, detector pixels (stored axes) per scan step, ``descan[k][a]`` for detector
         axis k along scan axis a, about the scan's middle (``flowtie-dask calibrate``); the runner moves every
         pattern back by it. Empty when none was recorded or it moves the beam less than :data:`DESCAN_MIN_PX`.
+    electrons_per_pattern : float
+        Mean electrons per pattern of the focus scan (:func:`~flowtie_dask.store.electrons_per_pattern`: a store of
+        counts, or a simulation with shot noise); 0 for noise-free or unknown. A dose-aware FlowTIE model reads it.
     """
 
     energy: float
@@ -174,6 +177,7 @@ class ReconstructionGeometry:
     scan_offset: tuple = (0, 0)
     store_scan_shape: tuple | None = None
     descan: tuple = ()
+    electrons_per_pattern: float = 0.0
 
     @classmethod
     def from_metadata(cls, metadata, *, scan_shape, detector_shape) -> "ReconstructionGeometry":

@@ -157,3 +157,35 @@ def test_attributes_are_plain_json_with_units(tmp_path):
     assert attrs["c10_A"] == [20.0, -0.0, -20.0]
     assert attrs["units"]["detector_sampling"] == "1/Å"
     assert attrs["complete"] is True
+
+
+def test_electrons_per_pattern_of_a_float_store_is_its_recorded_shot_noise(tmp_path):
+    """A normalised (float) store has no counts to measure: a simulation with shot noise records its electrons
+    per pattern, a noise-free one (or an unknown source) gives 0; the runner hands the figure to the methods."""
+    import dataclasses
+
+    from flowtie_dask.store import electrons_per_pattern
+
+    clean = open_scan_store(_write(tmp_path / "clean.zarr"))
+    assert electrons_per_pattern(clean) == 0.0
+    noisy = dataclasses.replace(META, provenance={"electrons_per_pattern": 2.5e4})
+    assert electrons_per_pattern(open_scan_store(_write(tmp_path / "noisy.zarr", meta=noisy))) == 2.5e4
+    for i, bad in enumerate(("n/a", None, -3.0, float("nan"))):
+        odd = dataclasses.replace(META, provenance={"electrons_per_pattern": bad})
+        assert electrons_per_pattern(open_scan_store(_write(tmp_path / f"odd{i}.zarr", meta=odd))) == 0.0
+    # the runner hands it to the method with the geometry (checked before anything is read)
+    from flowtie_dask.methods import get_method
+    from flowtie_dask.runner import reconstruct
+
+    class Seen(Exception):
+        pass
+
+    method = get_method("tie")
+
+    def check(geometry):
+        raise Seen(geometry.electrons_per_pattern)
+
+    method.check = check
+    with pytest.raises(Seen) as seen:
+        reconstruct(str(tmp_path / "noisy.zarr"), method)
+    assert seen.value.args == (2.5e4,)

@@ -38,9 +38,12 @@ def add_parser(sub) -> None:
                    help="checkpoint to write (*.pt); an existing file is refused unless --overwrite or --resume")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (it is kept until the first new checkpoint is complete)")
-    p.add_argument("--architecture", choices=("dimensionless", "shared", "paper"), default="dimensionless",
+    p.add_argument("--architecture", choices=("dimensionless", "dose-aware", "shared", "paper"),
+                   default="dimensionless",
                    help="dimensionless: DimensionlessFlowModel, inputs in units of the optics (one model across "
-                        "microscopes; --init from a shared model starts as its exact equivalent); shared: "
+                        "microscopes; --init from a shared model starts as its exact equivalent); dose-aware: "
+                        "DoseAwareFlowModel, the same plus each pixel's relative shot noise (--init from a "
+                        "dimensionless or shared model starts as its exact equivalent); shared: "
                         "SharedFlowModel for one optical setting; paper: the paper's FlowPredictorModel")
     p.add_argument("--hidden", type=positive_int, default=None, help="feature channels (default: the model's)")
     p.add_argument("--depth", type=positive_int, default=None,
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dose-range {args.dose_range[0]:g} {args.dose_range[1]:g}: give LO ≤ HI")
     if not 0 <= args.noise_free_fraction <= 1:
         raise ValueError(f"--noise-free-fraction must be in [0, 1], got {args.noise_free_fraction}")
-    arch = {"name": {"dimensionless": "DimensionlessFlowModel", "shared": "SharedFlowModel",
+    arch = {"name": {"dimensionless": "DimensionlessFlowModel", "dose-aware": "DoseAwareFlowModel",
+                     "shared": "SharedFlowModel",
                      "paper": "FlowPredictorModel"}[args.architecture]}
     if args.hidden:
         arch["hidden"] = args.hidden

@@ -5,14 +5,14 @@ probe-frame truth, as torch tensors (DESIGN §3 conventions; scan axes last, det
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..backend import require_memory
 from ..geometry import ReconstructionGeometry
 from ..simulate.collection import open_collection
-from ..store import intensity_scale, open_scan_store
+from ..store import electrons_per_pattern, intensity_scale, open_scan_store
 from ..tie import defocus_derivative
 from .optics_groups import optics_inputs
 
@@ -33,7 +33,8 @@ class TileSpec:
     dose : (float, float) or None
         Poisson noise at N e⁻ per pattern, N drawn per tile log-uniformly from this range, on the three scans of
         a simulated (float) store, whose patterns are normalised to unit sum; None for noise-free tiles. Stores
-        of counts are used as they are (they hold their own noise).
+        of counts (or simulated with shot noise) are used as they are: they hold their own noise, and their
+        ``electrons`` is the store's (:func:`~flowtie_dask.store.electrons_per_pattern`).
     noise_free_fraction : float
         With ``dose``: the fraction of tiles left noise-free.
     """
@@ -164,6 +165,7 @@ class TileDataset:
         if scale is not None:
             mean = mean * scale[1, 0]
         counts = np.dtype(st.intensity.dtype).kind in "ui"
+        geo = replace(geo, electrons_per_pattern=electrons_per_pattern(st))  # a store of counts or noisy simulation
         return (inten if scale is None else _Scaled(inten, scale)), phase, geo, mean.mean(axis=(0, 1)).ravel(), counts
 
     def _store(self, path):
@@ -182,8 +184,8 @@ class TileDataset:
         inten = np.asarray(intensity[:, x0:x0 + t, y0:y0 + t], dtype=np.float32)
         phase = np.asarray(truth[x0:x0 + t, y0:y0 + t], dtype=np.float32)
         clean_i0 = inten[geo.focus_index]
-        electrons = 0.0
-        if self.spec.dose is not None and not counts and rng.random() >= self.spec.noise_free_fraction:
+        electrons = geo.electrons_per_pattern  # the store's own noise (0: noise-free)
+        if self.spec.dose is not None and not counts and not electrons and rng.random() >= self.spec.noise_free_fraction:
             lo, hi = self.spec.dose
             electrons = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             inten = (rng.poisson(np.clip(inten, 0, None) * electrons) / electrons).astype(np.float32)

@@ -32,8 +32,13 @@ Nyquist frequency); 4 |q|/k; 5 log-brightness of the pixel (as :class:`SharedFlo
 What it cannot see, and why that is safe: the absolute energy, semi-angle, step and sampling (only the groups
 above enter the probe-frame relation between intensities and phase; two experiments with equal groups give
 equal patterns, checked in the tests), the counts' scale (every intensity is divided by Ī) and the specimen
-(thickness, elements, the interaction constant σ(E)): those are what the data encode. Dose is not an input:
-the network is trained on Poisson-noised tiles over the dose range its record states.
+(thickness, elements, the interaction constant σ(E)): those are what the data encode. Dose is not an input of
+:class:`DimensionlessFlowModel`: it is trained on Poisson-noised tiles over the dose range its record states, and
+so has to hedge between sharp and smooth. :class:`DoseAwareFlowModel` adds one channel, 12, the relative shot noise
+of each pixel, ρ = 1/√(1 + N·Ī(q)) with N the electrons per pattern and Ī(q) the pixel's scan-mean intensity in
+units of the pattern sum (so N·Ī is its mean count per pattern; a super-pixel of m pixels counts m times as many).
+It is 0 for noise-free data (N = 0 or ∞ stands for "no noise"), near 1 where a pixel sees under one electron per
+pattern: dimensionless, and the same at every sampling for the same counts per pixel.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import torch
 from .architectures import BRIGHTNESS_DECADES, SharedFlowModel, mean_pattern
 from .optics_groups import OPTICS_INPUTS, dimensionless_groups, optics_inputs  # noqa: F401  (re-exported)
 
-__all__ = ["DimensionlessFlowModel", "OPTICS_INPUTS", "optics_inputs", "dimensionless_groups"]
+__all__ = ["DimensionlessFlowModel", "DoseAwareFlowModel", "with_dose_input", "shot_noise", "OPTICS_INPUTS", "optics_inputs", "dimensionless_groups"]
 
 def _sample(value: Any, like: torch.Tensor, b: int) -> torch.Tensor:
     """A float or (B,) tensor as a (B, 1) tensor."""
@@ -124,9 +129,66 @@ class DimensionlessFlowModel(SharedFlowModel):
             torch.log10(rel.clamp_min(10.0**-BRIGHTNESS_DECADES)) / BRIGHTNESS_DECADES,
             groups[0].expand(b, p), groups[1].expand(b, p), groups[2].expand(b, p), dq / k,
             groups[3].expand(b, p), groups[4].expand(b, p)], dim=1)  # (B, 10, P)
+        if self.n_features > 12:  # DoseAwareFlowModel: the relative shot noise per pixel
+            counts = optics.get("electrons", 0.0)
+            per_pixel = torch.cat([per_pixel, shot_noise(_pixelwise(counts, didz, b, p), raw)[:, None]], dim=1)
         scale = (2 * math.pi / lam * sx * sy)[..., None, None]  # (B, 1, 1, 1)
         return torch.cat([(didz * scale / ib)[:, None], (i0 / ib - 1.0)[:, None],
-                          per_pixel[..., None, None].expand(b, 10, p, rx, ry)], dim=1)
+                          per_pixel[..., None, None].expand(b, per_pixel.shape[1], p, rx, ry)], dim=1)
+
+
+def shot_noise(electrons: torch.Tensor, mean_intensity: torch.Tensor) -> torch.Tensor:
+    """The relative shot noise of each pixel, ρ = 1/√(1 + N·Ī) (module docstring); 0 where N is 0 or ∞.
+
+    Parameters
+    ----------
+    electrons : Tensor, shape (B, P)
+        N: electrons per pattern, times the pixels a super-pixel holds (0 or inf: noise-free).
+    mean_intensity : Tensor, shape (B, P)
+        Ī: each pixel's scan-mean intensity in units of the pattern sum (a fraction, ≥ 0).
+
+    Returns
+    -------
+    Tensor, shape (B, P), in [0, 1]
+    """
+    noisy = (electrons > 0) & torch.isfinite(electrons)
+    n = torch.where(noisy, electrons, torch.zeros_like(electrons)) * mean_intensity.clamp_min(0.0)
+    return torch.where(noisy, torch.rsqrt(1.0 + n), torch.zeros_like(n))
+
+
+class DoseAwareFlowModel(DimensionlessFlowModel):
+    """:class:`DimensionlessFlowModel` with a 13th input, the relative shot noise of each pixel (:func:`shot_noise`,
+    module docstring), so one set of weights can be sharp on clean data and smooth on noisy data.
+
+    ``optics`` may carry ``electrons`` (float, (B,), (P,) or (B, P): electrons per pattern, times the members of a
+    super-pixel; 0 or inf for noise-free data, the default when absent).
+    """
+
+    n_features = 13
+
+
+def with_dose_input(model: DimensionlessFlowModel) -> DoseAwareFlowModel:
+    """The :class:`DoseAwareFlowModel` equal to ``model`` at every dose (the noise channel starts at zero weight):
+    the warm start of ``train --architecture dose-aware --init general``.
+
+    Parameters
+    ----------
+    model : DimensionlessFlowModel
+
+    Returns
+    -------
+    DoseAwareFlowModel
+        With ``model``'s sizes, on the CPU.
+    """
+    if type(model) is not DimensionlessFlowModel:
+        raise ValueError(f"with_dose_input needs a DimensionlessFlowModel, got {type(model).__name__}")
+    cfg = {k: v for k, v in model.config().items() if k != "name"}
+    new = DoseAwareFlowModel(**cfg)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    w = state["stem.weight"]
+    state["stem.weight"] = torch.cat([w, torch.zeros_like(w[:, :1])], dim=1)
+    new.load_state_dict(state)
+    return new
 
 
 def from_shared(model: SharedFlowModel, optics: dict) -> DimensionlessFlowModel:

@@ -55,6 +55,14 @@ SYMMETRIES = {
 SYMMETRIES["d4"] = SYMMETRIES["mirror"] + [(True, fx, fy) for _, fx, fy in SYMMETRIES["mirror"]]
 
 
+def _model_optics(model, geometry) -> dict | None:
+    """The optics a model that ``takes_optics`` is fed (:func:`optics_inputs` and the scan's electrons per
+    pattern, 0 for noise-free); None for a model of one optical setting."""
+    if not getattr(model, "takes_optics", False):
+        return None
+    return dict(optics_inputs(geometry), electrons=float(getattr(geometry, "electrons_per_pattern", 0.0) or 0.0))
+
+
 def _to_frame(x, q, element):
     """Data (B, P, hx, hy) and labels q (P, 2) of the transformed experiment (transpose, then flips)."""
     import torch
@@ -200,7 +208,7 @@ class FlowTIEPhase:
             i0, g, labels = self._grouped_field(intensity, geometry)
             return i0, spread(g, labels, xp).reshape(g.shape[:3] + i0.shape[2:])
         model, _ = self._model("cpu" if xp is np else "cuda")
-        optics = optics_inputs(geometry) if getattr(model, "takes_optics", False) else None
+        optics = _model_optics(model, geometry)
         didz, i0 = defocus_derivative(intensity, geometry.c10)
         hx, hy, nqx, nqy = i0.shape
         p = nqx * nqy
@@ -261,7 +269,7 @@ class FlowTIEPhase:
 
         xp = get_array_module(intensity)
         model, _ = self._model("cpu" if xp is np else "cuda")
-        optics = optics_inputs(geometry) if getattr(model, "takes_optics", False) else None
+        optics = _model_optics(model, geometry)
         groups = pixel_groups(geometry, self.dark_field_bin, self.margin)
         lo, mid, hi = (int(i) for i in np.argsort(np.asarray(geometry.c10, dtype=float)))
         span = float(geometry.c10[hi]) - float(geometry.c10[lo])
@@ -285,8 +293,10 @@ class FlowTIEPhase:
 
         def run(d, i, q_e, swap):
             opt = None
-            if optics is not None:  # each group's own extent as its pixel size (swapped with the scan axes)
-                opt = dict(optics, pixel_x=size[:, 1 if swap else 0], pixel_y=size[:, 0 if swap else 1])
+            if optics is not None:  # each group's own extent as its pixel size (swapped with the scan axes), and
+                # its members' electrons (a group's mean over m pixels counts m times a pixel's electrons)
+                opt = dict(optics, pixel_x=size[:, 1 if swap else 0], pixel_y=size[:, 0 if swap else 1],
+                           electrons=optics["electrons"] * count.to(torch.float32))
             x = model.input_features(d, i, q_e, optics=opt)
             return grouped_network(model, x, i.clamp_min(0.0) * weight, chunk, workers)
 

@@ -7,11 +7,12 @@ from typing import Any
 from torch import nn
 
 from .architectures import FlowPredictorModel, SharedFlowModel
-from .dimensionless import DimensionlessFlowModel
+from .dimensionless import DimensionlessFlowModel, DoseAwareFlowModel
 
 __all__ = ["MODEL_CLASSES", "build_model"]
 
-MODEL_CLASSES = {cls.__name__: cls for cls in (FlowPredictorModel, SharedFlowModel, DimensionlessFlowModel)}
+MODEL_CLASSES = {cls.__name__: cls for cls in (FlowPredictorModel, SharedFlowModel, DimensionlessFlowModel,
+                                                    DoseAwareFlowModel)}
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:

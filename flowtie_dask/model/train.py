@@ -188,7 +188,7 @@ def _loss(model, batch, cfg, device):
     b = {k: v.to(device) for k, v in batch.items()}
     kwargs = {}
     if getattr(getattr(model, "module", model), "takes_optics", False):  # DDP wraps the model in .module
-        kwargs["optics"] = {k: b[k].to(b["didz"].dtype) for k in OPTICS_INPUTS}
+        kwargs["optics"] = {k: b[k].to(b["didz"].dtype) for k in OPTICS_INPUTS + ("electrons",)}
     u = model(b["didz"], b["i0"], b["q"], **kwargs)
     return flowtie_loss(u, b, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma,
                         wavelength=b["wavelength"].to(b["didz"].dtype), step=b["step"].to(b["didz"].dtype),
@@ -298,9 +298,13 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
     history, start_epoch, stages = [], 0, []  # stages: the training records of the runs this one continues
     if resume or config.init_from:  # the architecture is the checkpoint's
         model, meta, payload = loaded
-        if (config.init_from and config.architecture.get("name") == "DimensionlessFlowModel"
-                and type(model).__name__ == "SharedFlowModel"):
+        wanted = config.architecture.get("name") if config.init_from else None
+        if wanted in ("DimensionlessFlowModel", "DoseAwareFlowModel") and type(model).__name__ == "SharedFlowModel":
             model = _dimensionless_from(model, meta).to(device)
+        if wanted == "DoseAwareFlowModel" and type(model).__name__ == "DimensionlessFlowModel":
+            from .dimensionless import with_dose_input
+
+            model = with_dose_input(model.cpu()).to(device)  # the noise channel at zero weight: the same model
         model.train()
         earlier = dict(meta.get("training", {}))
         stages = earlier.pop("stages", []) + ([earlier] if earlier else [])

@@ -24,7 +24,7 @@ from ..geometry import ReconstructionGeometry
 from ..projection import divide_illumination, unwrap
 from ..quality import BlockReport, bright_field_disk, check_phase
 from ..results import ReconstructionResult
-from ..store import ScanStore, StoreHandle, open_scan_store
+from ..store import ScanStore, StoreHandle, electrons_per_pattern, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
 from .tiles import load_partial, plan_tiles, readable
@@ -100,7 +100,7 @@ def reconstruct(
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
                                                     detector_shape=st.detector_shape)
     periodic = geometry.periodic if periodic is None else bool(periodic)
-    geometry = dataclasses.replace(geometry, periodic=periodic)
+    geometry = dataclasses.replace(geometry, periodic=periodic, electrons_per_pattern=electrons_per_pattern(st))
     # the geometry the method runs on: the common area of the three scans when they drifted (a window)
     geometry = window_geometry(geometry)
     method.check(geometry)

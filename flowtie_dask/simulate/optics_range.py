@@ -47,6 +47,7 @@ RANGE_KEYS = tuple(k for k in DEFAULT_OPTICS_RANGE if k != "phonon_fraction")
 _SCAN_POSITIONS = (24, 40)
 _DISK_PIXELS = (4.0, 24.0)
 _DETECTOR = 64
+_MAX_CELL = 48.0  # Å: an exit-wave grid of at most 240 pixels
 
 
 def load_optics_range(source) -> dict:
@@ -135,34 +136,47 @@ def draw_optics(params: SimulationParameters, ranges: dict, seed: int) -> tuple[
     cs = _uniform(rng, ranges["cs_um"]) * 1e4 if rng.random() < 0.5 else 0.0
     edge = _uniform(rng, ranges["aperture_edge_mrad"])
     thickness = _uniform(rng, ranges["thickness_A"], log=True)
-    step = _uniform(rng, ranges["scan_step_A"], log=True)
-    theta = _uniform(rng, ranges["detector_mrad_per_pixel"]) * 1e-3
+    step = _uniform(rng, ranges["scan_step_A"])  # uniform: coarse steps (step·α/λ ≳ 0.3) as common as fine ones
+    theta = _uniform(rng, ranges["detector_mrad_per_pixel"], log=True) * 1e-3
     phonons = 2 if rng.random() < ranges["phonon_fraction"] else 1
-    # the supercell width L: λ/θ asked, within the scan-position and bright-field-disk limits
+    # the supercell width L = λ/θ sets the detector sampling; the bright-field disk stays 4–24 pixels in radius,
+    # the cell holds at least the smallest scan, and the exit-wave grid stays at most _MAX_CELL / 0.2 Å
     lo = max(_SCAN_POSITIONS[0] * step, _DISK_PIXELS[0] * lam / alpha)
-    hi = min(_SCAN_POSITIONS[1] * step, _DISK_PIXELS[1] * lam / alpha)
+    hi = min(_MAX_CELL, _DISK_PIXELS[1] * lam / alpha)
     width = float(np.clip(lam / theta, lo, hi)) if lo <= hi else hi
-    # the realised width is a whole number of cells
     p = replace(params, seed=seed, energy=energy, semiangle=alpha * 1e3, defocus_step=dz, cs=cs, aperture_edge=edge,
                 thickness=thickness, thickness_cells=None, lateral_size=width, frozen_phonons=phonons,
                 probe_frame=True)
     crystal = random_crystal(seed) if params.material == "random-crystal" else build_crystal(params.material, seed=seed)
     cell = [float(crystal.atoms.cell[i, i]) for i in (0, 1)]
     cells = [max(1, int(round(width / a))) for a in cell]
-    for i, a in enumerate(cell):  # whole cells: keep the disk at least _DISK_PIXELS[0] pixels in radius
+    for i, a in enumerate(cell):  # whole cells, the disk within _DISK_PIXELS where one cell allows
         while cells[i] * a * alpha / lam < _DISK_PIXELS[0]:
             cells[i] += 1
+        while cells[i] > 1 and cells[i] * a * alpha / lam > _DISK_PIXELS[1]:
+            cells[i] -= 1
     size = [c * a for c, a in zip(cells, cell)]
-    scan = [int(min(_SCAN_POSITIONS[1], max(_SCAN_POSITIONS[0], round(s / step)))) for s in size]
+    # per axis: the drawn step over a window of at most 40 positions where the cell is wider than that (the scan
+    # is then not periodic), else the whole cell at 24–40 positions (the step as near the drawn one as that allows)
+    scan, steps = [], []
+    for s in size:
+        n = int(round(s / step))
+        if n > _SCAN_POSITIONS[1]:
+            scan.append(_SCAN_POSITIONS[1])
+            steps.append(step)
+        else:
+            scan.append(max(_SCAN_POSITIONS[0], n))
+            steps.append(s / scan[-1])
+    window = any(n * st < s * (1 - 1e-9) for n, st, s in zip(scan, steps, size))
     disk = min(size) * alpha / lam  # bright-field radius in detector pixels
     detector = int(min(_DETECTOR, max(32, 8 * math.ceil(4 * disk / 8))))  # out to 2α where 64 pixels allow
     need = max(1.5 * detector, max(size) / 0.2)  # the 2/3 band limit holds the detector; pixel ≤ 0.2 Å
     grid = int(16 * math.ceil(need / 16))
     p = replace(p, lateral_size=None, lateral_cells=tuple(cells), scan_pixels=tuple(scan), gpts=(grid, grid),
-                detector_pixels=(detector, detector))
+                detector_pixels=(detector, detector), scan_step=tuple(steps) if window else None)
     drawn = {"energy_kV": energy / 1e3, "semiangle_mrad": alpha * 1e3, "defocus_step_A": dz, "cs_um": cs / 1e4,
-             "aperture_edge_mrad": edge, "thickness_A": thickness,
-             "scan_step_A": [size[0] / scan[0], size[1] / scan[1]],
+             "aperture_edge_mrad": edge, "thickness_A": thickness, "cell_A": size,
+             "scan_step_A": steps, "scan_window": window,
              "detector_mrad_per_pixel": [lam / size[0] * 1e3, lam / size[1] * 1e3],
              "scan_pixels": scan, "gpts": grid, "detector_pixels": detector, "frozen_phonons": phonons}
     return p, drawn

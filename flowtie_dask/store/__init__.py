@@ -39,7 +39,8 @@ from typing import Any  # noqa: F401 - resolves ScanStore's annotations (its __m
 
 from .handle import StoreHandle
 from .integrity import BadChunk, StoreCheck, check_scan_store, read_block
-from .layout import ScanStore, intensity_scale, open_scan_store, validate_scan_store, write_scan_store, write_truth
+from .layout import (ScanStore, electrons_per_pattern, intensity_scale, open_scan_store, validate_scan_store,
+                     write_scan_store, write_truth)
 from .metadata import (
     INTENSITY_NORMALIZATION,
     SCHEMA,
@@ -66,6 +67,7 @@ __all__ = [
     "validate_scan_store",
     "read_block",
     "intensity_scale",
+    "electrons_per_pattern",
     "BadChunk",
     "StoreCheck",
     "check_scan_store",
@@ -76,6 +78,7 @@ __all__ = [
 # The public classes and functions keep the module name they had before the split (flowtie_dask.store), so
 # tracebacks, reprs and pickles (Dask tasks carry read_block) read as before.
 for _obj in (ScanStoreError, ScanMetadata, ScanStore, BadChunk, StoreCheck, default_chunks, write_scan_store,
-             write_truth, open_scan_store, validate_scan_store, read_block, check_scan_store, intensity_scale):
+             write_truth, open_scan_store, validate_scan_store, read_block, check_scan_store, intensity_scale,
+             electrons_per_pattern):
     _obj.__module__ = __name__
 del _obj

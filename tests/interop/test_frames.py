@@ -14,7 +14,7 @@ from flowtie_dask.cli.main import main
 from flowtie_dask.interop.frames import HDF5Frames, frame_format, import_frames, open_frames
 from flowtie_dask.interop.microscope_log import read_microscope_log
 from flowtie_dask.physics import wavelength
-from flowtie_dask.store import open_scan_store, read_block
+from flowtie_dask.store import electrons_per_pattern, open_scan_store, read_block
 from tests.cli.catalogue import assert_refused
 
 h5py = pytest.importorskip("h5py")
@@ -88,6 +88,7 @@ def test_hdf5_frame_stack_bitshuffle_lz4_keeps_uint16_counts_and_metadata_from_t
     assert p["microscope_log_extra"] == {"operator": "test"}
     means = [s.sum(axis=(2, 3), dtype=np.float64).mean() for s in scans]
     assert p["mean_counts_per_pattern"] == pytest.approx(means)
+    assert electrons_per_pattern(store) == pytest.approx(means[1])  # the focus scan's mean counts (Δf = 0)
     # counts on disk, normalised on reading: the methods see patterns of mean sum 1, as with the py4DSTEM import
     block = read_block(str(out), range(SCAN[0]), range(SCAN[1]))
     assert block.dtype == np.float32
@@ -189,6 +190,8 @@ def test_npy_frames_and_4d_float_npy(tmp_path):
     given = import_frames(*files, out=tmp_path / "g.zarr", log=read_microscope_log(write_log(tmp_path)),
                           intensity_scale=[1.0, 2.0, 0.5])  # recorded as the scale, never applied to the values
     assert open_scan_store(given).intensity.attrs["scale"] == [1.0, 2.0, 0.5]
+    # a scale given by the user is not the dose: the electrons are the counts import measured
+    assert electrons_per_pattern(open_scan_store(given)) == pytest.approx(scans[1].sum(axis=(2, 3)).mean())
     np.testing.assert_array_equal(read_block(given, range(6), range(5), defocus=[1])[0], 2.0 * scans[1])
     floats = [s.astype(np.float64) * 0.5 for s in scans]
     ffiles = []
@@ -199,6 +202,7 @@ def test_npy_frames_and_4d_float_npy(tmp_path):
                         scan_step=0.3)
     store = open_scan_store(out)
     assert store.intensity.dtype == np.float32 and store.metadata.scan_step == (0.3, 0.3)
+    assert electrons_per_pattern(store) == 0.0  # floats: their scale says nothing of the counts
     np.testing.assert_array_equal(store.intensity[2], floats[2].astype(np.float32))
 
 

@@ -86,7 +86,7 @@ def test_an_incomplete_or_malformed_optics_record_is_refused(good, tmp_path):
 
 @pytest.mark.parametrize("change,message", [
     ({"name": "TransformerModel"}, r"unknown architecture 'TransformerModel' \(known: DimensionlessFlowModel, "
-                                   r"FlowPredictorModel, "
+                                   r"DoseAwareFlowModel, FlowPredictorModel, "
                                    r"SharedFlowModel\)"),
     ({"dropout": 0.1}, r"unknown SharedFlowModel argument 'dropout' \(known: hidden, kernel_size, depth, mixing, "
                        r"padding_mode\)"),

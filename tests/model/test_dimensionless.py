@@ -183,3 +183,53 @@ def test_incomplete_dimensionless_record_is_refused():
     del rec["ranges"]["cs_phase"]
     with pytest.raises(CheckpointError, match="lacks cs_phase"):
         check_compatible(rec, _BASE, source="'m.pt'")
+
+
+# ---- the dose-aware model ----------------------------------------------------------------------------------------
+
+def test_shot_noise_channel_is_each_pixels_relative_count_noise():
+    """Channel 12 is 1/√(1 + N·Ī) with Ī the pixel's scan mean as a fraction of the pattern (a slow reference),
+    0 for noise-free data (N = 0 or ∞), per sample in a batch, and per pixel when N is given per pixel."""
+    from flowtie_dask.model.dimensionless import DoseAwareFlowModel
+
+    model = DoseAwareFlowModel(hidden=4, depth=2)
+    rng = np.random.default_rng(5)
+    i0 = rng.random((2, 16, 5, 5)) ** 4
+    i0 /= i0.sum(axis=1, keepdims=True)  # unit pattern sums
+    didz, q = torch.zeros(2, 16, 5, 5), torch.randn(16, 2)
+    opts = optics_inputs(_geometry(200e3, 25.0, 30.0, 0.5))
+    i0_t = torch.from_numpy(i0)
+    mean = i0.mean(axis=(-2, -1))  # (2, 16)
+    for n, want in [(0.0, np.zeros_like(mean)), (math.inf, np.zeros_like(mean)), (1e3, 1 / np.sqrt(1 + 1e3 * mean))]:
+        x = model.input_features(didz.double(), i0_t, q, optics=dict(opts, electrons=n))
+        assert x.shape == (2, 13, 16, 5, 5)
+        np.testing.assert_allclose(x[:, 12].numpy(), np.broadcast_to(want[..., None, None], (2, 16, 5, 5)), rtol=1e-6)
+    per_sample = model.input_features(didz.double(), i0_t, q, optics=dict(opts, electrons=torch.tensor([1e3, 0.0])))
+    np.testing.assert_allclose(per_sample[:, 12, :, 0, 0].numpy(), [1 / np.sqrt(1 + 1e3 * mean[0]), np.zeros(16)],
+                               rtol=1e-6)
+    m = torch.arange(1, 17, dtype=torch.float64)  # per pixel (super-pixels of m members)
+    per_pixel = model.input_features(didz.double(), i0_t, q, optics=dict(opts, electrons=1e3 * m))
+    np.testing.assert_allclose(per_pixel[:, 12, :, 0, 0].numpy(), 1 / np.sqrt(1 + 1e3 * m.numpy() * mean), rtol=1e-6)
+    assert float(x[:, 12].min()) > 0 and float(x[:, 12].max()) < 1
+
+
+def test_dose_aware_starts_as_the_dimensionless_model_at_every_dose():
+    from flowtie_dask.model.dimensionless import DoseAwareFlowModel, with_dose_input
+
+    torch.manual_seed(2)
+    old = DimensionlessFlowModel(hidden=8, depth=3).eval()
+    new = with_dose_input(old).eval()
+    assert isinstance(new, DoseAwareFlowModel) and new.count_parameters(8, 3, 3) == old.count_parameters(8, 3, 3) + 8 * 9
+    opts = optics_inputs(_geometry(200e3, 25.0, 30.0, 0.5))
+    didz, i0, q = torch.randn(1, 64, 8, 8) * 1e-3, torch.rand(1, 64, 8, 8) + 0.1, torch.randn(64, 2)
+    i0 = i0 / i0.sum(dim=1, keepdim=True)
+    with torch.no_grad():
+        ref = old(didz, i0, q, optics=opts)
+        for n in (0.0, 1e3, 1e6):
+            torch.testing.assert_close(new(didz, i0, q, optics=dict(opts, electrons=n)), ref, rtol=0, atol=0)
+        new.stem.weight[:, 12] = 1.0  # once the channel has weight, the dose enters; noise-free is N = 0 or ∞
+        noisy, clean = new(didz, i0, q, optics=dict(opts, electrons=1e3)), new(didz, i0, q, optics=opts)
+        assert float((noisy - clean).abs().max()) > 1e-3
+        torch.testing.assert_close(new(didz, i0, q, optics=dict(opts, electrons=math.inf)), clean, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="DimensionlessFlowModel"):
+        with_dose_input(new)

@@ -12,7 +12,7 @@ from flowtie_dask.geometry import ReconstructionGeometry
 from flowtie_dask.methods import get_method
 from flowtie_dask.model.architectures import SharedFlowModel
 from flowtie_dask.model.checkpoint import save_checkpoint
-from flowtie_dask.model.dimensionless import DimensionlessFlowModel
+from flowtie_dask.model.dimensionless import DimensionlessFlowModel, DoseAwareFlowModel
 from flowtie_dask.model.inference import FlowTIEPhase
 from flowtie_dask.model.superpixels import DEFAULT_DARK_FIELD_BIN, pixel_groups
 from flowtie_dask.tie import defocus_derivative
@@ -125,7 +125,7 @@ def test_dark_field_bin_1_is_bit_identical_to_the_full_form(random_data):
     assert not np.allclose(fast, want, rtol=1e-3, atol=0)  # the fast form is another computation
 
 
-def expanded_reference(model, data, geo, b, margin, optics=None, sizes=True):
+def expanded_reference(model, data, geo, b, margin, optics=None, sizes=True, electrons=None, counted=True):
     """The model run on all P pixels of data in which every pixel holds its group's mean didz, i0 and q
     (built pixel by pixel from :func:`reference_groups`): the super-pixels' members are then identical
     pixels, so the detector-mixing context weighs each group by its member count, as the fast form must."""
@@ -135,39 +135,49 @@ def expanded_reference(model, data, geo, b, margin, optics=None, sizes=True):
     qx, qy = geo.q_vectors(np)
     q = np.stack(np.meshgrid(qx, qy, indexing="ij"), -1).reshape(-1, 2)
     d_e, i_e, q_e, size = np.empty_like(didz), np.empty_like(i0), np.empty_like(q), np.empty_like(q)
+    members_of = np.empty(q.shape[0])
     for members in reference_groups(geo, b, margin).values():
         ii, jj = np.divmod(np.array(members), 64)
         for p in members:
             d_e[..., p], i_e[..., p] = didz[..., members].mean(-1), i0[..., members].mean(-1)
             q_e[p] = q[members].mean(0)
             size[p] = (np.ptp(ii) + 1) * geo.detector_sampling[0], (np.ptp(jj) + 1) * geo.detector_sampling[1]
+            members_of[p] = len(members)
     t = [torch.from_numpy(np.moveaxis(a, -1, 0)[None].astype(np.float32).copy()) for a in (d_e, i_e)]
-    kwargs = {} if optics is None else {"optics": optics}
+    kwargs = {} if optics is None else {"optics": dict(optics)}
     if optics is not None and sizes:
-        kwargs["optics"] = dict(optics, pixel_x=torch.from_numpy(size[:, 0].astype(np.float32)),
+        kwargs["optics"].update(pixel_x=torch.from_numpy(size[:, 0].astype(np.float32)),
                                 pixel_y=torch.from_numpy(size[:, 1].astype(np.float32)))
+    if electrons is not None:  # a group's mean over m pixels counts m times a pixel's electrons
+        kwargs["optics"]["electrons"] = torch.from_numpy(electrons * (members_of if counted else np.ones_like(members_of))).float()
     with torch.no_grad():
         u = model(*t, torch.from_numpy(q_e.astype(np.float32)), **kwargs)[0].numpy()
     return np.stack([np.moveaxis(u[c], 0, -1).reshape(hx, hy, 64, 64) / geo.scan_step[c] for c in (0, 1)])
 
 
-@pytest.mark.parametrize("kind", ["shared", "dimensionless"])
+@pytest.mark.parametrize("kind", ["shared", "dimensionless", "dose-aware"])
 def test_each_member_gets_its_super_pixels_field(random_data, tmp_path, kind):
     """The fast form equals the full model on group-averaged data (a slow per-pixel reference), for a model
-    without optics inputs and one that takes each super-pixel's size as pixel_x/pixel_y."""
+    without optics inputs, one that takes each super-pixel's size as pixel_x/pixel_y, and one that takes its
+    electrons (m members: m times a pixel's)."""
     from flowtie_dask.model.optics_groups import optics_inputs
 
     torch.manual_seed(0)
-    model = (SharedFlowModel if kind == "shared" else DimensionlessFlowModel)(hidden=8, depth=3)
+    model = {"shared": SharedFlowModel, "dimensionless": DimensionlessFlowModel,
+             "dose-aware": DoseAwareFlowModel}[kind](hidden=8, depth=3)
     with torch.no_grad():  # a model whose output depends on the pixel size (weight of input 9, Δq/k)
         model.stem.weight.mul_(20.0)
     geo = geometry()
+    electrons = None
+    if kind == "dose-aware":
+        electrons = 300.0  # e⁻ per pattern (0.07 per pixel here): a 4×4 super-pixel is far less noisy than a pixel
+        geo = dataclasses.replace(geo, electrons_per_pattern=electrons)
     path = save_checkpoint(str(tmp_path / "m.pt"), model=model, meta={})
     phase = FlowTIEPhase(path, dark_field_bin=4, margin=0.1, pixel_chunk=100)
     model, _ = phase._model("cpu")
     _, got = phase.field(random_data, geo)
-    optics = optics_inputs(geo) if kind == "dimensionless" else None
-    want = expanded_reference(model, random_data, geo, 4, 0.1, optics)
+    optics = optics_inputs(geo) if kind != "shared" else None
+    want = expanded_reference(model, random_data, geo, 4, 0.1, optics, electrons=electrons)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
     # the members of a super-pixel share one field, which is not the field of the first member alone
     grp = pixel_groups(geo, 4, 0.1)
@@ -177,9 +187,14 @@ def test_each_member_gets_its_super_pixels_field(random_data, tmp_path, kind):
     phase.dark_field_bin = 1
     _, per_pixel = phase.field(random_data, geo)
     assert not np.allclose(per_pixel.reshape(2, 6, 7, -1)[..., members], flat[..., members], rtol=1e-2)
-    if kind == "dimensionless":  # the super-pixel's size reaches the model: with the pixel's own size it differs
-        wrong = expanded_reference(model, random_data, geo, 4, 0.1, optics, sizes=False).reshape(2, 6, 7, -1)
+    if kind != "shared":  # the super-pixel's size reaches the model: with the pixel's own size it differs
+        wrong = expanded_reference(model, random_data, geo, 4, 0.1, optics, sizes=False,
+                                   electrons=electrons).reshape(2, 6, 7, -1)
         assert not np.allclose(wrong[..., members], flat[..., members], rtol=1e-2)
+    if kind == "dose-aware":  # … and so do its electrons: with one pixel's count it differs
+        wrong = expanded_reference(model, random_data, geo, 4, 0.1, optics, electrons=electrons,
+                                   counted=False).reshape(2, 6, 7, -1)
+        assert not np.allclose(wrong[..., members], flat[..., members], rtol=1e-3)
 
 
 @pytest.fixture(scope="module")

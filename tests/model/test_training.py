@@ -358,3 +358,38 @@ def test_a_store_of_counts_gives_the_same_tiles_as_its_normalised_twin(collectio
         assert x.keys() == y.keys()
         for k in x:
             np.testing.assert_allclose(y[k].numpy(), x[k].numpy(), rtol=1e-5, atol=1e-9, err_msg=k)
+
+
+def test_dose_aware_model_starts_from_the_general_one_and_trains_on_noisy_tiles(collection, tmp_path):
+    """``--architecture dose-aware --init general``: the general model's weights with the noise channel at zero
+    (so it starts as the same model); tiles drawn with shot noise reach its noise channel during training."""
+    from flowtie_dask.cli.main import main
+    from flowtie_dask.model.checkpoint import shipped_model
+    from flowtie_dask.model.dimensionless import DoseAwareFlowModel
+
+    out = str(tmp_path / "dose.pt")
+    assert main(["train", collection, "--out", out, "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+                 "--tile", "8", "--n-q", "32", "--lr", "1e-12", "--no-progress", "--init", "general",
+                 "--architecture", "dose-aware", "--dose-range", "1e3", "1e4", "--noise-free-fraction", "0"]) == 0
+    model, meta, payload = load_checkpoint(out)
+    source = load_checkpoint(shipped_model("general"))[2]["state_dict"]
+    assert isinstance(model, DoseAwareFlowModel) and meta["architecture"]["name"] == "DoseAwareFlowModel"
+    stem = payload["state_dict"]["stem.weight"]
+    torch.testing.assert_close(stem[:, :12], source["stem.weight"], atol=1e-6, rtol=0)
+    assert float(stem[:, 12].abs().max()) < 1e-6  # lr 1e-12: the new channel still (nearly) at zero weight
+    seen = []
+    original = DoseAwareFlowModel.input_features
+
+    def spy(self, *args, optics=None, **kwargs):
+        seen.append(optics["electrons"].clone())
+        return original(self, *args, optics=optics, **kwargs)
+
+    DoseAwareFlowModel.input_features = spy
+    try:
+        assert main(["train", collection, "--out", out, "--resume", "--epochs", "2", "--steps-per-epoch", "1",
+                     "--batch-size", "2", "--tile", "8", "--n-q", "32", "--no-progress",
+                     "--dose-range", "1e3", "1e4", "--noise-free-fraction", "0"]) == 0
+    finally:
+        DoseAwareFlowModel.input_features = original
+    drawn = torch.cat([e.reshape(-1) for e in seen])
+    assert len(drawn) and bool(((drawn >= 1e3) & (drawn <= 1e4)).all())  # the tiles' doses, each in the range

@@ -31,9 +31,19 @@ def test_draw_is_seeded_and_realises_the_ranges():
         disk = d["semiangle_mrad"] / max(d["detector_mrad_per_pixel"])  # bright-field radius, pixels
         assert 4 <= disk and d["detector_pixels"] <= 64 and d["gpts"] >= 1.5 * d["detector_pixels"]
         assert 24 <= min(d["scan_pixels"]) and max(d["scan_pixels"]) <= 40
-        cell = d["scan_step_A"][0] * d["scan_pixels"][0]
+        cell = d["cell_A"][0]
         assert d["detector_mrad_per_pixel"][0] == pytest.approx(lam / cell * 1e3)
         assert cell / d["gpts"] <= 0.2 + 1e-9  # exit-wave pixel
+        for n, step, width in zip(d["scan_pixels"], d["scan_step_A"], d["cell_A"]):
+            assert n * step <= width * (1 + 1e-9)  # a window of the cell, or the whole cell
+            assert ranges["scan_step_A"][0] - 1e-9 <= step <= ranges["scan_step_A"][1] * 1.5
+        assert d["scan_window"] == any(n * s < w * (1 - 1e-9) for n, s, w in zip(d["scan_pixels"], d["scan_step_A"], d["cell_A"]))
+    # the detector sampling is drawn, not forced by the step: fine (≤ 0.7 mrad/px) and coarse (≥ 2.5) both occur,
+    # and fine scan steps go with fine detector sampling too
+    theta = [max(d["detector_mrad_per_pixel"]) for d in draws]
+    assert min(theta) <= 0.7 and max(theta) >= 2.5
+    assert any(max(d["scan_step_A"]) < 0.2 and max(d["detector_mrad_per_pixel"]) < 1.2 for d in draws)
+    assert any(d["scan_window"] for d in draws) and not all(d["scan_window"] for d in draws)
 
 
 def test_range_file_overrides_and_is_checked(tmp_path):
