@@ -13,6 +13,7 @@ import pytest
 from flowtie_dask.cli.main import main
 from flowtie_dask.interop.frames import HDF5Frames, frame_format, import_frames, open_frames
 from flowtie_dask.interop.microscope_log import read_microscope_log
+from flowtie_dask.interop.frames.rosetta import RSCIIO_READERS
 from flowtie_dask.physics import wavelength
 from flowtie_dask.store import electrons_per_pattern, open_scan_store, read_block
 from tests.cli.catalogue import assert_refused
@@ -264,7 +265,33 @@ def write_empad(path, data):
     return path
 
 
-@pytest.mark.parametrize("fmt", ["blo", "mib", "empad"])
+def _signal(data):
+    """A RosettaSciIO signal dictionary of a 4D-STEM scan (scan axes navigate, 0.02 nm steps)."""
+    names = [("y", 0.02, "nm", True), ("x", 0.02, "nm", True), ("ky", 1.0, "1/nm", False), ("kx", 1.0, "1/nm", False)]
+    axes = [dict(name=n, size=data.shape[i], scale=sc, offset=0.0, units=u, navigate=nav, index_in_array=i)
+            for i, (n, sc, u, nav) in enumerate(names)]
+    return {"data": data, "axes": axes, "original_metadata": {}, "attributes": {"_lazy": False},
+            "metadata": {"General": {"title": "t", "date": "2024-01-01", "time": "00:00:00"}, "Signal": {}},
+            "tmp_parameters": {}, "learning_results": {}, "models": {}, "package_info": {"name": "tests", "version": "0"}}
+
+
+def write_with_rsciio(plugin):
+    """A writer through RosettaSciIO's own ``file_writer`` of ``plugin``; returns the file its reader opens
+    (TVIPS writes ``name_000.tvips``, the first file of a series)."""
+    def write(path, data):
+        import importlib
+
+        importlib.import_module(f"rsciio.{plugin}").file_writer(path, _signal(data))
+        if plugin == "tvips":
+            return os.path.splitext(path)[0] + "_000.tvips"
+        return path
+    return write
+
+
+ROSETTA_WRITTEN = {"tvips": (".tvips", "tvips"), "hspy": (".hspy", "hspy"), "emd": (".emd", "emd")}
+
+
+@pytest.mark.parametrize("fmt", ["blo", "mib", "empad", *ROSETTA_WRITTEN])
 def test_rosettasciio_formats(tmp_path, fmt, monkeypatch):
     pytest.importorskip("rsciio")
     from flowtie_dask.interop.frames import rosetta
@@ -277,9 +304,13 @@ def test_rosettasciio_formats(tmp_path, fmt, monkeypatch):
     elif fmt == "mib":
         scans, files = series(tmp_path, write_mib, ".mib")
         expect, extra = [np.flip(s, axis=-2) for s in scans], {}  # RosettaSciIO turns Merlin's frames upright
-    else:
+    elif fmt == "empad":
         scans, files = series(tmp_path, write_empad, ".xml", shape=(3, 4, 128, 128), dtype=np.float32)
         expect, extra = scans, {"scan_shape": [3, 4]}
+    else:  # written by the format's own library (TVIPS: a frame stack, the scan shape from the log)
+        ext, plugin = ROSETTA_WRITTEN[fmt]
+        scans, files = series(tmp_path, write_with_rsciio(plugin), ext)
+        expect, extra = scans, {}
     # a .blo records its scan step (0.02 nm): with none in the log it comes from the file
     log = read_microscope_log(write_log(tmp_path, drop=["scan_step_nm"] if fmt == "blo" else [], **extra))
     out = import_frames(*files, out=tmp_path / f"{fmt}.zarr", log=log, chunks=(2, 2))
@@ -330,6 +361,10 @@ BAD = {
     "bin-does-not-divide": lambda t: series(t, write_h5, ".h5")[1],
     "4d-scan-shape": lambda t: series(t, lambda p, s: write_h5(p, s, frames=False), ".h5")[1],
 }
+# a file of each other kind RosettaSciIO reads, holding garbage: its reader's failure is one line naming it
+BAD_ROSETTA = ("dm3", "dm4", "blo", "tvips", "mrc", "ser", "emd", "hspy", "xml")
+for _ext in BAD_ROSETTA:
+    BAD[f"bad-{_ext}"] = (lambda e: lambda t: [str(t / f"x.{e}")] * 3)(_ext)
 FLAGS = {"missing-dataset": ["--dataset", "entry/nope"], "frame-count": ["--scan-shape", "5", "5"],
          "raw-size": ["--dtype", "uint16", "--shape", "30", "8", "8"], "bin-does-not-divide": ["--bin", "3"],
          "4d-scan-shape": ["--scan-shape", "3", "10"]}
@@ -338,12 +373,14 @@ SAYS = {"not-hdf5": "not a readable HDF5 file", "missing-dataset": "no dataset '
         "bad-npy": "not a readable NumPy .npy file", "raw-size": "check --shape, --dtype and --offset",
         "bad-mib": "RosettaSciIO's quantumdetector reader cannot read it", "shapes-differ": "the three scans must",
         "no-scan-step": "no scan step: give --scan-step", "bin-does-not-divide": "does not divide into 3×3 bins",
-        "4d-scan-shape": "has a 6×5 scan but the scan shape given is 3×10 (--scan-shape, or the log's scan_shape)"}
+        "4d-scan-shape": "has a 6×5 scan but the scan shape given is 3×10 (--scan-shape, or the log's scan_shape)",
+        **{f"bad-{e}": f"RosettaSciIO's {RSCIIO_READERS[e]} reader cannot read it" for e in BAD_ROSETTA},
+        "bad-emd": "not a readable HDF5 file"}  # an HDF5 container, tried as a frame stack first
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, case):
-    for name in ("x.h5", "x.npy", "x.raw", "x.mib"):
+    for name in ("x.h5", "x.npy", "x.raw", "x.mib", *(f"x.{e}" for e in BAD_ROSETTA)):
         (tmp_path / name).write_bytes(b"this is not a camera file " * 20)
     files = BAD[case](tmp_path)
     log = write_log(tmp_path, drop=["scan_step_nm"] if case == "no-scan-step" else [])

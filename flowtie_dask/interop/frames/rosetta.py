@@ -67,8 +67,8 @@ def _kwargs(reader: str, scan_shape, block, ndim_hint: int | None) -> dict:
     kw = {}
     if scan_shape is not None and "navigation_shape" in params:
         kw["navigation_shape"] = (int(scan_shape[1]), int(scan_shape[0]))
-    if scan_shape is not None and "scan_shape" in params:  # TVIPS: (x, y) as well
-        kw["scan_shape"] = (int(scan_shape[1]), int(scan_shape[0]))
+    if scan_shape is not None and "scan_shape" in params:  # TVIPS: (scan_y, scan_x), the array's own order
+        kw["scan_shape"] = (int(scan_shape[0]), int(scan_shape[1]))
     if block is not None and "chunks" in params and ndim_hint == 4:
         kw["chunks"] = (int(block[0]), int(block[1]), -1, -1)
     return kw
