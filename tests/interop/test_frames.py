@@ -288,10 +288,28 @@ def write_with_rsciio(plugin):
     return write
 
 
+def write_mrc(path, data):
+    """MRC2014 as its specification lays it out (a frame stack, as Direct Electron cameras write 4D-STEM): a
+    1024-byte header (NX NY NZ, MODE 6 = uint16, MX MY MZ, cell, angles, axis map, min/max/mean, "MAP ", the
+    machine stamp of little-endian), then the frames."""
+    import struct
+
+    frames = data.reshape((-1,) + data.shape[-2:])
+    nz, ny, nx = frames.shape
+    h = bytearray(1024)
+    struct.pack_into("<4i", h, 0, nx, ny, nz, 6)
+    struct.pack_into("<3i3f3f3i3f", h, 28, nx, ny, nz, nx, ny, nz, 90, 90, 90, 1, 2, 3,
+                     frames.min(), frames.max(), frames.mean())
+    h[208:216] = b"MAP " + bytes([0x44, 0x44, 0, 0])
+    with open(path, "wb") as f:
+        f.write(bytes(h) + frames.astype("<u2").tobytes())
+    return path
+
+
 ROSETTA_WRITTEN = {"tvips": (".tvips", "tvips"), "hspy": (".hspy", "hspy"), "emd": (".emd", "emd")}
 
 
-@pytest.mark.parametrize("fmt", ["blo", "mib", "empad", *ROSETTA_WRITTEN])
+@pytest.mark.parametrize("fmt", ["blo", "mib", "empad", "mrc", *ROSETTA_WRITTEN])
 def test_rosettasciio_formats(tmp_path, fmt, monkeypatch):
     pytest.importorskip("rsciio")
     from flowtie_dask.interop.frames import rosetta
@@ -304,6 +322,9 @@ def test_rosettasciio_formats(tmp_path, fmt, monkeypatch):
     elif fmt == "mib":
         scans, files = series(tmp_path, write_mib, ".mib")
         expect, extra = [np.flip(s, axis=-2) for s in scans], {}  # RosettaSciIO turns Merlin's frames upright
+    elif fmt == "mrc":
+        scans, files = series(tmp_path, write_mrc, ".mrc")
+        expect, extra = scans, {}
     elif fmt == "empad":
         scans, files = series(tmp_path, write_empad, ".xml", shape=(3, 4, 128, 128), dtype=np.float32)
         expect, extra = scans, {"scan_shape": [3, 4]}
