@@ -52,6 +52,10 @@ def main():
     parser.add_argument("--out", default="experiment_like_data")
     parser.add_argument("--methods", nargs="+", default=["tie", "icom", "flowtie"])
     parser.add_argument("--calibrate", action="store_true", help="also run flowtie-dask calibrate on a copy")
+    parser.add_argument("--model", default=None, help="FlowTIE model: a shipped name or a checkpoint (default: the "
+                        "shipped default)")
+    parser.add_argument("--dark-field-bin", type=int, default=None,
+                        help="FlowTIE's dark-field super-pixels (1: the full form; default: the method's)")
     args = parser.parse_args()
     data = os.path.abspath(args.data)
     os.makedirs(args.out, exist_ok=True)
@@ -107,7 +111,11 @@ def main():
         for path in stores.values():
             try:
                 t0 = time.perf_counter()
-                res = reconstruct(path, get_method(method), progress=False)
+                opts = {}
+                if method == "flowtie":
+                    opts = {k: v for k, v in (("model", args.model), ("dark_field_bin", args.dark_field_bin))
+                            if v is not None}
+                res = reconstruct(path, get_method(method, **opts), progress=False)
                 ev = evaluate_result(res, path)
                 line += f" {ev['mse']:12.5f} ({time.perf_counter() - t0:4.1f} s)"
                 var = ev["truth_variance"]

@@ -70,6 +70,10 @@ def main():
     p.add_argument("--out", default="external_data")
     p.add_argument("--count", type=int, default=40, help="random-cubic training structures")
     p.add_argument("--seconds", type=float, default=300.0, help="training time of each model")
+    p.add_argument("--dark-field-bin", type=int, default=None,
+                   help="FlowTIE's dark-field super-pixels (1: the full form; default: the method's)")
+    p.add_argument("--models", nargs="*", default=[], help="more FlowTIE models to measure (shipped names or "
+                   "checkpoints)")
     p.add_argument("--variants", nargs="+", choices=("scratch", "default", "general"), default=["scratch", "default"],
                    help="train from scratch and/or from the shipped model; 'general': the shipped general model as it "
                         "is (no training)")
@@ -87,6 +91,8 @@ def main():
     variants = {"scratch": ("scratch", None), "default": ("from default", shipped_model("paper-64"))}
     if "general" in args.variants:
         models["general, shipped"] = shipped_model("general")
+    for m in args.models:
+        models[os.path.basename(m)] = shipped_model(m)
     for name, init in (variants[v] for v in trained):
         path = os.path.join(args.out, f"model_{name.replace(' ', '_')}.pt")
         if not os.path.exists(path):
@@ -103,7 +109,9 @@ def main():
     for label, store in (("MgO, abTEM (external)", ext), ("MgO, our multislice", ours)):
         row = {}
         runs = [("TIE", lambda s: reconstruct(s, get_method("tie"), progress=False))]
-        runs += [(f"FlowTIE ({n})", lambda s, m=m: reconstruct(s, get_method("flowtie", model=m), progress=False))
+        fast = {} if args.dark_field_bin is None else {"dark_field_bin": args.dark_field_bin}
+        runs += [(f"FlowTIE ({n})", lambda s, m=m: reconstruct(s, get_method("flowtie", model=m, **fast),
+                                                                progress=False))
                  for n, m in models.items()]
         runs += [("GD", lambda s: reconstruct(s, get_method("gd"), progress=False))]
         for method, run in runs:

@@ -70,7 +70,8 @@ def shifted_windows(spectra: Any, fractions: Any):
     ky = xp.fft.fftfreq(qy)[None, :]
     ramp_x = xp.exp(-2j * math.pi * fractions[:, 0:1] * kx)
     ramp_y = xp.exp(-2j * math.pi * fractions[:, 1:2] * ky)
-    s = s * ramp_x[:, :, None] * ramp_y[:, None, :]
+    if bool(xp.any(fractions != 0)):  # whole-pixel shifts (a step of whole pixels) need no ramp
+        s = s * ramp_x[:, :, None] * ramp_y[:, None, :]
     return ifft2(s) * math.sqrt(qx * qy)
 
 
