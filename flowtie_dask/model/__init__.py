@@ -12,6 +12,7 @@ _EXPORTS = {
     "FlowPredictorModel": "architectures",
     "SharedFlowModel": "architectures",
     "DimensionlessFlowModel": "dimensionless",
+    "DoseAwareFlowModel": "dimensionless",
     "build_model": "registry",
     "MODEL_CLASSES": "registry",
     "wrap": "losses",

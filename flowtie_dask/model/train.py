@@ -376,8 +376,8 @@ def train(data, out: str, config: TrainingConfig, *, resume: bool = False, progr
                 f"lr {lr:.3g}  ({row['seconds']:.0f} s)")
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs or timed_out:
                 save_checkpoint(out, model=model, optimizer=opt, meta={
-                    "optics": (dimensionless_record(geos, dose=config.dose) if type(model).__name__ ==
-                               "DimensionlessFlowModel" else optics_record(geos)),
+                    "optics": (dimensionless_record(geos, dose=config.dose) if getattr(model, "takes_optics", False)
+                               else optics_record(geos)),
                     "training": {**asdict(config), "data": _abspaths(data), "train_stores": len(train_stores),
                                  "validation_stores": len(val_stores), "world_size": world, "stages": stages},
                     "epoch": epoch + 1, "history": history})

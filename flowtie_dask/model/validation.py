@@ -254,7 +254,7 @@ def check_architecture(config, *, source: str = "the checkpoint") -> tuple[type,
     if "kernel_size" in kwargs and kwargs["kernel_size"] % 2 != 1:
         raise CheckpointError(f"{source}: {name} argument kernel_size = {kwargs['kernel_size']} is not odd; "
                               f"{_RETRAIN}")
-    if name in ("SharedFlowModel", "DimensionlessFlowModel") and kwargs.get("depth", 2) < 2:
+    if name in ("SharedFlowModel", "DimensionlessFlowModel", "DoseAwareFlowModel") and kwargs.get("depth", 2) < 2:
         raise CheckpointError(f"{source}: {name} argument depth = {kwargs['depth']} is below 2; {_RETRAIN}")
     counted = {k: v for k, v in kwargs.items()
                if k in inspect.signature(cls.count_parameters).parameters}

@@ -374,6 +374,8 @@ def test_dose_aware_model_starts_from_the_general_one_and_trains_on_noisy_tiles(
     model, meta, payload = load_checkpoint(out)
     source = load_checkpoint(shipped_model("general"))[2]["state_dict"]
     assert isinstance(model, DoseAwareFlowModel) and meta["architecture"]["name"] == "DoseAwareFlowModel"
+    assert meta["optics"]["kind"] == "dimensionless"  # its record is in the dimensionless groups, as general's
+    assert meta["optics"]["dose_per_pattern"] == [1e3, 1e4]
     stem = payload["state_dict"]["stem.weight"]
     torch.testing.assert_close(stem[:, :12], source["stem.weight"], atol=1e-6, rtol=0)
     assert float(stem[:, 12].abs().max()) < 1e-6  # lr 1e-12: the new channel still (nearly) at zero weight
