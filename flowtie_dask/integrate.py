@@ -29,7 +29,7 @@ from typing import Any
 
 from .backend import get_array_module, get_fft_module
 
-__all__ = ["integrate_gradient", "mirror_gradient", "is_torch_tensor", "KINDS", "BOUNDARIES"]
+__all__ = ["integrate_gradient", "mirror_gradient", "zero_mean_gradient", "is_torch_tensor", "KINDS", "BOUNDARIES"]
 
 KINDS = ("forward", "spectral")
 BOUNDARIES = ("periodic", "mirror")
@@ -203,6 +203,34 @@ def mirror_gradient(gx: Any, gy: Any, kind: str = "forward", *, axes: tuple[int,
         return ops.concat([g, ops.flip(g, axis)], axis)
 
     return even(odd(gx, ax), ay), odd(even(gy, ax), ay), crop
+
+
+def zero_mean_gradient(gx: Any, gy: Any, *, boundary: str, axes: tuple[int, int] = (0, 1)):
+    """The gradient field less its mean over the scan axes, before a non-periodic integration.
+
+    A periodic integration ignores the field's mean (a periodic phase has no net slope); a ``"mirror"`` one turns it
+    into a ramp across the scan. For the probe-frame phase of one detector pixel the true mean gradient over a scan
+    is its change from edge to edge over the scan's width — bounded, so small against a learned field's systematic
+    offset, which would otherwise become a ramp of offset × width. So the mean is removed per detector pixel (every
+    other axis), as the periodic integration does; with ``boundary="periodic"`` the field is returned as it is.
+
+    Parameters
+    ----------
+    gx, gy : ndarray or Tensor, shape (..., Rx, ..., Ry, ...)
+        Gradient components (rad/Å) with the scan along ``axes``.
+    boundary : {"periodic", "mirror"}
+    axes : (int, int)
+
+    Returns
+    -------
+    gx, gy : same types and shapes
+    """
+    if boundary == "periodic":
+        return gx, gy
+    ax = _axes(gx.ndim, axes)
+    if is_torch_tensor(gx):
+        return gx - gx.mean(dim=ax, keepdim=True), gy - gy.mean(dim=ax, keepdim=True)
+    return gx - gx.mean(axis=ax, keepdims=True), gy - gy.mean(axis=ax, keepdims=True)
 
 
 def _check(kind: str, boundary: str):

@@ -169,3 +169,33 @@ def test_integrate_forward_is_the_operator_per_step():
             one = integrate_gradient(u[b, 0] * steps[b, 0], u[b, 1] * steps[b, 1], step=(1.0, 1.0),
                                      boundary=boundary, axes=(-2, -1))
             torch.testing.assert_close(per[b], one, rtol=0, atol=1e-14)
+
+
+def test_zero_mean_gradient_keeps_a_learned_offset_from_becoming_a_ramp():
+    """A constant offset added to a pixel's gradient field: a mirror integration of the raw field carries a ramp of
+    offset × width; of the field less its mean it equals the offset-free field's (whose own mean is removed too,
+    the same for both), per detector pixel; periodic fields pass unchanged (their integration ignores the mean)."""
+    import torch
+
+    from flowtie_dask.integrate import zero_mean_gradient
+
+    rng = np.random.default_rng(4)
+    phi = rng.normal(size=(24, 20, 3))  # three detector pixels, a non-periodic phase
+    gx = np.diff(phi, axis=0, append=phi[-1:])  # forward differences, last one zero (mirror)
+    gy = np.diff(phi, axis=1, append=phi[:, -1:])
+    offset = np.array([0.3, -0.2, 0.05])
+    step = (0.5, 0.5)
+    clean = integrate_gradient(*zero_mean_gradient(gx / 0.5, gy / 0.5, boundary="mirror"), step=step, boundary="mirror")
+    biased = (gx / 0.5 + offset, gy / 0.5 - offset)
+    fixed = integrate_gradient(*zero_mean_gradient(*biased, boundary="mirror"), step=step, boundary="mirror")
+    raw = integrate_gradient(*biased, step=step, boundary="mirror")
+    np.testing.assert_allclose(fixed - fixed.mean(axis=(0, 1)), clean - clean.mean(axis=(0, 1)), atol=1e-10)
+    ramp = raw - clean
+    assert np.ptp(ramp - ramp.mean(axis=(0, 1)), axis=(0, 1)).min() > 0.5 * np.abs(offset).min() * 20 * 0.5
+    zx, zy = zero_mean_gradient(*biased, boundary="mirror")
+    np.testing.assert_allclose(zx.mean(axis=(0, 1)), 0, atol=1e-12)
+    np.testing.assert_allclose(zy.mean(axis=(0, 1)), 0, atol=1e-12)
+    assert zero_mean_gradient(*biased, boundary="periodic")[0] is biased[0]
+    tx, ty = zero_mean_gradient(torch.from_numpy(biased[0]), torch.from_numpy(biased[1]), boundary="mirror")
+    np.testing.assert_allclose(tx.numpy(), zx, atol=1e-12)
+    np.testing.assert_allclose(ty.numpy(), zy, atol=1e-12)

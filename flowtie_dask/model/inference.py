@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import from_torch, get_array_module, to_torch
+from ..integrate import zero_mean_gradient
 from ..tie import defocus_derivative, integrate_gradient
 from .checkpoint import CheckpointError, check_compatible, default_model_path, load_checkpoint, shipped_model
 from .optics_groups import optics_inputs
@@ -329,10 +330,11 @@ class FlowTIEPhase:
         xp = get_array_module(intensity)
         if self.fast:
             i0, g, labels = self._grouped_field(intensity, geometry)
-            phase = integrate_gradient(g[0], g[1], step=geometry.scan_step, kind="forward", boundary=boundary)
-            phase = spread(phase, labels, xp).reshape(i0.shape)
         else:
             i0, g = self.field(intensity, geometry)
-            phase = integrate_gradient(g[0], g[1], step=geometry.scan_step, kind="forward", boundary=boundary)
+        gx, gy = zero_mean_gradient(g[0], g[1], boundary=boundary)  # no ramp from the model's offset (non-periodic)
+        phase = integrate_gradient(gx, gy, step=geometry.scan_step, kind="forward", boundary=boundary)
+        if self.fast:
+            phase = spread(phase, labels, xp).reshape(i0.shape)
         phase = phase + xp.angle(geometry.probe_spectrum(xp)).astype(phase.dtype)[None, None]
         return i0, phase

@@ -14,6 +14,7 @@ from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
 from ..quality import BlockReport
 from ..reconstruct import project_tile, reconstruct_tile
+from ..integrate import zero_mean_gradient
 from ..tie import integrate_gradient
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
@@ -68,8 +69,11 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
 
 
 def _integrate_block(g, *, step, boundary):
-    """Stage 2: integrate a detector-pixel block of the whole scan's field, (2, Rx, Ry, qb, Qy) → (Rx, Ry, qb, Qy)."""
-    return integrate_gradient(g[0], g[1], step=step, kind="forward", boundary=boundary).astype(np.float32)
+    """Stage 2: integrate a detector-pixel block of the whole scan's field, (2, Rx, Ry, qb, Qy) → (Rx, Ry, qb, Qy);
+    a non-periodic scan's field less its mean per detector pixel first (:func:`~flowtie_dask.integrate.
+    zero_mean_gradient`)."""
+    gx, gy = zero_mean_gradient(g[0], g[1], boundary=boundary)
+    return integrate_gradient(gx, gy, step=step, kind="forward", boundary=boundary).astype(np.float32)
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,

@@ -112,3 +112,31 @@ def test_symmetry_refuses_what_it_cannot_average(tmp_path):
     path = save_checkpoint(str(tmp_path / "paper.pt"), model=FlowPredictorModel(16, hidden=4), meta={})
     with pytest.raises(ValueError, match="needs a model that takes each pixel's q"):
         FlowTIEPhase(path, symmetry="mirror")
+
+
+@pytest.mark.parametrize("dark_field_bin", [1, 4])
+def test_a_constant_offset_in_the_field_leaves_a_non_periodic_phase_unchanged(monkeypatch, dark_field_bin):
+    """Both integration paths (within a tile, FlowTIEPhase.__call__; over the whole scan, the runner's stage 2)
+    remove each pixel's mean field before a mirror integration: a field offset by a constant per pixel gives the
+    same phase up to a constant per pixel; a periodic integration is not touched."""
+    from tests.conftest import weak_object_series
+    from flowtie_dask.runner.tasks import _integrate_block
+
+    inten, _, _, geo = weak_object_series(n=32, step=0.18, scan_step=0.18, max_phase=0.5, seed=2)
+    data = np.ascontiguousarray(inten[:, :10, :12])
+    geo = dataclasses.replace(geo, scan_shape=(10, 12), periodic=False)
+    phase = FlowTIEPhase("paper-64", dark_field_bin=dark_field_bin)
+    i0, g = phase.field(data, geo)
+    offset = np.random.default_rng(0).normal(scale=0.2, size=(2, 1, 1) + g.shape[3:]).astype(np.float32)
+    _, plain = phase(data, geo, boundary="mirror")
+    monkeypatch.setattr(FlowTIEPhase, "field", lambda self, d, gm: (i0, g + offset))
+    monkeypatch.setattr(FlowTIEPhase, "fast", property(lambda self: False))
+    _, shifted = phase(data, geo, boundary="mirror")
+    d = shifted - plain
+    np.testing.assert_allclose(d - d.mean(axis=(0, 1)), 0, atol=2e-4)
+    whole = [_integrate_block(f, step=geo.scan_step, boundary="mirror") for f in (g, g + offset)]
+    d = whole[1] - whole[0]
+    np.testing.assert_allclose(d - d.mean(axis=(0, 1)), 0, atol=2e-4)
+    periodic = [_integrate_block(f, step=geo.scan_step, boundary="periodic") for f in (g, g + offset)]
+    d = periodic[1] - periodic[0]  # a periodic integration ignores the mean by itself
+    np.testing.assert_allclose(d - d.mean(axis=(0, 1)), 0, atol=2e-4)
