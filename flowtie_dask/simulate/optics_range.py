@@ -8,7 +8,11 @@ sampling (1/L, i.e. λ/L rad per pixel) and, with the number of scan positions N
 holds the detector (out to 2α, at most 64 pixels) inside the 2/3 band limit with a pixel of at most 0.2 Å.
 Where the drawn pixel angle and step cannot both be met with 24–40 scan positions and a bright-field disk of
 4–24 detector pixels in radius, L is moved to the nearest width that meets them, in whole unit cells (the
-realised values are recorded per member). Poisson noise is
+realised values are recorded per member). The range key ``draw`` picks how: 2 (the default) draws the scan step
+uniformly and the detector angle per pixel log-uniformly, and makes the cell as wide as λ/θ asks (up to 48 Å),
+scanning a window of it of at most 40 positions at the drawn step where it is wider; 1 (the draw of the shipped
+general model's set, ``--optics-range`` with ``"draw": 1``) drew the step log-uniformly and θ uniformly and scanned
+the whole cell, at most 40 steps wide, so small steps came with coarse detector sampling. Poisson noise is
 not simulated here: training draws a dose per tile from ``dose_per_pattern`` (one noise-free simulation
 serves every dose).
 """
@@ -41,13 +45,17 @@ DEFAULT_OPTICS_RANGE = {
     "detector_mrad_per_pixel": [0.5, 3.0],
     "dose_per_pattern": [1e3, 1e6],
     "phonon_fraction": 0.3,
+    "draw": 2,
 }
-RANGE_KEYS = tuple(k for k in DEFAULT_OPTICS_RANGE if k != "phonon_fraction")
+RANGE_KEYS = tuple(k for k in DEFAULT_OPTICS_RANGE if k not in ("phonon_fraction", "draw"))
 
 _SCAN_POSITIONS = (24, 40)
 _DISK_PIXELS = (4.0, 24.0)
 _DETECTOR = 64
 _MAX_CELL = 48.0  # Å: an exit-wave grid of at most 240 pixels
+#: The draw ``draw_optics`` makes unless a range file names another (its key ``draw``): 2. Draw 1 made the shipped
+#: general model's training set.
+DRAW = 2
 
 
 def load_optics_range(source) -> dict:
@@ -87,6 +95,11 @@ def load_optics_range(source) -> dict:
         raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTICS_RANGE)}")
     out = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_OPTICS_RANGE.items()}
     for key, value in given.items():
+        if key == "draw":
+            if value not in (1, 2) or isinstance(value, bool):
+                raise ValueError(f"{name}: draw must be 1 (the general model's) or 2 (the default), got {value!r}")
+            out[key] = int(value)
+            continue
         if key == "phonon_fraction":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name}: phonon_fraction must be a number in [0, 1], got {value!r}")
@@ -136,13 +149,16 @@ def draw_optics(params: SimulationParameters, ranges: dict, seed: int) -> tuple[
     cs = _uniform(rng, ranges["cs_um"]) * 1e4 if rng.random() < 0.5 else 0.0
     edge = _uniform(rng, ranges["aperture_edge_mrad"])
     thickness = _uniform(rng, ranges["thickness_A"], log=True)
-    step = _uniform(rng, ranges["scan_step_A"])  # uniform: coarse steps (step·α/λ ≳ 0.3) as common as fine ones
-    theta = _uniform(rng, ranges["detector_mrad_per_pixel"], log=True) * 1e-3
+    first = ranges.get("draw", DRAW) == 1  # the general model's draw (module docstring)
+    # draw 2: steps uniform, so coarse ones (step·α/λ ≳ 0.3) are as common as fine ones; draw 1: log-uniform
+    step = _uniform(rng, ranges["scan_step_A"], log=first)
+    theta = _uniform(rng, ranges["detector_mrad_per_pixel"], log=not first) * 1e-3
     phonons = 2 if rng.random() < ranges["phonon_fraction"] else 1
     # the supercell width L = λ/θ sets the detector sampling; the bright-field disk stays 4–24 pixels in radius,
-    # the cell holds at least the smallest scan, and the exit-wave grid stays at most _MAX_CELL / 0.2 Å
+    # the cell holds at least the smallest scan, and the exit-wave grid stays at most _MAX_CELL / 0.2 Å (draw 1:
+    # the cell is the scan, at most 40 steps wide)
     lo = max(_SCAN_POSITIONS[0] * step, _DISK_PIXELS[0] * lam / alpha)
-    hi = min(_MAX_CELL, _DISK_PIXELS[1] * lam / alpha)
+    hi = min(_SCAN_POSITIONS[1] * step if first else _MAX_CELL, _DISK_PIXELS[1] * lam / alpha)
     width = float(np.clip(lam / theta, lo, hi)) if lo <= hi else hi
     p = replace(params, seed=seed, energy=energy, semiangle=alpha * 1e3, defocus_step=dz, cs=cs, aperture_edge=edge,
                 thickness=thickness, thickness_cells=None, lateral_size=width, frozen_phonons=phonons,
@@ -153,7 +169,7 @@ def draw_optics(params: SimulationParameters, ranges: dict, seed: int) -> tuple[
     for i, a in enumerate(cell):  # whole cells, the disk within _DISK_PIXELS where one cell allows
         while cells[i] * a * alpha / lam < _DISK_PIXELS[0]:
             cells[i] += 1
-        while cells[i] > 1 and cells[i] * a * alpha / lam > _DISK_PIXELS[1]:
+        while not first and cells[i] > 1 and cells[i] * a * alpha / lam > _DISK_PIXELS[1]:
             cells[i] -= 1
     size = [c * a for c, a in zip(cells, cell)]
     # per axis: the drawn step over a window of at most 40 positions where the cell is wider than that (the scan
@@ -161,7 +177,10 @@ def draw_optics(params: SimulationParameters, ranges: dict, seed: int) -> tuple[
     scan, steps = [], []
     for s in size:
         n = int(round(s / step))
-        if n > _SCAN_POSITIONS[1]:
+        if n > _SCAN_POSITIONS[1] and first:
+            scan.append(_SCAN_POSITIONS[1])
+            steps.append(s / scan[-1])
+        elif n > _SCAN_POSITIONS[1]:
             scan.append(_SCAN_POSITIONS[1])
             steps.append(step)
         else:

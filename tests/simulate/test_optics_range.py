@@ -125,3 +125,26 @@ def test_a_scan_window_at_its_own_step_samples_the_same_positions(tmp_path):
                                atol=1e-7)
     with pytest.raises(ValueError, match="scan step must be positive"):
         SimulationParameters(scan_step=0.0)
+
+
+def test_draw_1_is_the_general_models_draw_whole_cells_and_is_checked(tmp_path):
+    """"draw": 1 (the set the shipped general model was trained on) scans whole cells at most 40 steps wide, so a
+    small step forces coarse detector sampling; draw 2 (the default) does not; the key is checked."""
+    base = SimulationParameters(material="random-crystal")
+    one, two = load_optics_range({"draw": 1}), load_optics_range("default")
+    assert two["draw"] == 2 and one["draw"] == 1
+    first = [draw_optics(base, one, seed)[1] for seed in range(1000, 1040)]
+    assert not any(d["scan_window"] for d in first)
+    for d in first:
+        for n, step, width in zip(d["scan_pixels"], d["scan_step_A"], d["cell_A"]):
+            assert n * step == pytest.approx(width)  # the whole cell, periodic
+    # the same seeds draw the same optics up to the step and the sampling, which the two draws make differently
+    second = [draw_optics(base, two, seed)[1] for seed in range(1000, 1040)]
+    for a, b in zip(first, second):
+        assert (a["energy_kV"], a["semiangle_mrad"], a["defocus_step_A"]) == (b["energy_kV"], b["semiangle_mrad"],
+                                                                              b["defocus_step_A"])
+    fine = [max(d["detector_mrad_per_pixel"]) for d in first if max(d["scan_step_A"]) < 0.15]
+    assert fine and min(fine) > 2.0  # draw 1: fine steps only with coarse sampling
+    for bad in (0, 3, "2", True):
+        with pytest.raises(ValueError, match="draw must be 1"):
+            load_optics_range({"draw": bad})
