@@ -31,7 +31,7 @@ class FlowTIE(Method):
         Option("symmetry", "average the model over the specimen's mirrors (4× the model's time) or all 8 "
                "symmetries of the square (8×); needs a probe without astigmatism", choices=("none", "mirror", "d4")),
         Option("dark_field_bin", f"side in detector pixels of the dark-field super-pixels the model runs on (default "
-               f"{DEFAULT_DARK_FIELD_BIN}: the fast form, about 10× faster on a CPU and within 2 % of the full form); "
+               f"{DEFAULT_DARK_FIELD_BIN}: the fast form, about 9× faster on a CPU and within 4 % of the full form); "
                "1: every pixel (the full form)", type=int, metavar="B"),
         Option("bright_field_margin", f"with --dark-field-bin > 1, pixels within (1 + this)·the aperture radius are "
                f"evaluated one by one (default {DEFAULT_MARGIN})", type=float, metavar="FRACTION"),
