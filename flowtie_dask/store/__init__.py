@@ -27,7 +27,8 @@ are still read.
 
 The package's modules: :mod:`.metadata` (schema constants, :class:`ScanStoreError`, :class:`ScanMetadata`,
 :func:`default_chunks`), :mod:`.chunks` (chunk keys, positions and presence on disk), :mod:`.layout`
-(:class:`ScanStore`, writing, opening and validating a store), :mod:`.integrity` (:func:`read_block`,
+(:class:`ScanStore`, writing, opening and validating a store), :mod:`.counts` (:func:`electrons_per_pattern`, the
+dose the data carry), :mod:`.integrity` (:func:`read_block`,
 :func:`check_scan_store`), :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry) and :mod:`.update`
 (:func:`update_scan_metadata`, an atomic change of a store's metadata in place, e.g. by ``flowtie-dask calibrate``). Every public name is
 importable from ``flowtie_dask.store``; the private helpers (``_chunk_key`` …) from the module that defines them.
@@ -39,8 +40,8 @@ from typing import Any  # noqa: F401 - resolves ScanStore's annotations (its __m
 
 from .handle import StoreHandle
 from .integrity import BadChunk, StoreCheck, check_scan_store, read_block
-from .layout import (ScanStore, electrons_per_pattern, intensity_scale, open_scan_store, validate_scan_store,
-                     write_scan_store, write_truth)
+from .counts import electrons_per_pattern
+from .layout import ScanStore, intensity_scale, open_scan_store, validate_scan_store, write_scan_store, write_truth
 from .metadata import (
     INTENSITY_NORMALIZATION,
     SCHEMA,

@@ -32,7 +32,7 @@ from .chunks import (
 from .metadata import SCHEMA, SCHEMA_VERSION, ScanMetadata, ScanStoreError, _compressors, default_chunks
 
 __all__ = ["ScanStore", "validate_scan_store", "open_scan_store", "write_scan_store", "write_truth",
-           "intensity_scale", "electrons_per_pattern"]
+           "intensity_scale"]
 
 def intensity_scale(array) -> np.ndarray | None:
     """The per-scan factors of an intensity array that stores counts (its ``scale`` attribute: normalised value =
@@ -54,38 +54,6 @@ def intensity_scale(array) -> np.ndarray | None:
         raise ScanStoreError(f"scan store {_store_path_of(array)!r}: intensity attribute 'scale' must be "
                              f"{array.shape[0]} positive numbers (one per scan), got {scale!r}; import the scan again")
     return values
-
-
-def electrons_per_pattern(store) -> float:
-    """Mean electrons per pattern of the focus scan: the mean pattern sum of a store of integer counts (as
-    ``import`` measured it, else 1/scale; counts taken as electrons, as a counting detector gives them), else the ``electrons_per_pattern`` a simulation with shot noise recorded in its
-    provenance; 0 when neither (noise-free, or unknown).
-
-    Parameters
-    ----------
-    store : ScanStore
-
-    Returns
-    -------
-    float
-        e⁻ per pattern (≥ 0).
-    """
-    prov = store.metadata.provenance or {}
-    scale = intensity_scale(store.intensity)
-    if scale is not None and np.dtype(store.intensity.dtype).kind in "ui":  # integer counts (floats: no telling)
-        focus = int(np.argsort(np.asarray(store.metadata.c10, dtype=float))[1])
-        means = prov.get("mean_counts_per_pattern")  # as import measured it (a scale given by the user may differ)
-        try:
-            value = float(means[focus])
-        except (TypeError, ValueError, IndexError, KeyError):
-            value = float(1.0 / scale[focus])
-        return value if np.isfinite(value) and value > 0 else float(1.0 / scale[focus])
-    value = prov.get("electrons_per_pattern")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return value if np.isfinite(value) and value > 0 else 0.0
 
 
 @dataclass
