@@ -185,7 +185,8 @@ class TileDataset:
         phase = np.asarray(truth[x0:x0 + t, y0:y0 + t], dtype=np.float32)
         clean_i0 = inten[geo.focus_index]
         electrons = geo.electrons_per_pattern  # the store's own noise (0: noise-free)
-        if self.spec.dose is not None and not counts and not electrons and rng.random() >= self.spec.noise_free_fraction:
+        if (self.spec.dose is not None and not counts and not electrons
+                and rng.random() >= self.spec.noise_free_fraction):
             lo, hi = self.spec.dose
             electrons = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             inten = (rng.poisson(np.clip(inten, 0, None) * electrons) / electrons).astype(np.float32)

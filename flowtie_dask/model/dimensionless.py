@@ -51,7 +51,8 @@ import torch
 from .architectures import BRIGHTNESS_DECADES, SharedFlowModel, mean_pattern
 from .optics_groups import OPTICS_INPUTS, dimensionless_groups, optics_inputs  # noqa: F401  (re-exported)
 
-__all__ = ["DimensionlessFlowModel", "DoseAwareFlowModel", "with_dose_input", "shot_noise", "OPTICS_INPUTS", "optics_inputs", "dimensionless_groups"]
+__all__ = ["DimensionlessFlowModel", "DoseAwareFlowModel", "with_dose_input", "shot_noise", "OPTICS_INPUTS",
+           "optics_inputs", "dimensionless_groups"]
 
 def _sample(value: Any, like: torch.Tensor, b: int) -> torch.Tensor:
     """A float or (B,) tensor as a (B, 1) tensor."""

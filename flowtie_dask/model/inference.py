@@ -61,7 +61,7 @@ def _model_optics(model, geometry) -> dict | None:
     pattern, 0 for noise-free); None for a model of one optical setting."""
     if not getattr(model, "takes_optics", False):
         return None
-    return dict(optics_inputs(geometry), electrons=float(getattr(geometry, "electrons_per_pattern", 0.0) or 0.0))
+    return dict(optics_inputs(geometry), electrons=float(geometry.electrons_per_pattern))
 
 
 def _to_frame(x, q, element):

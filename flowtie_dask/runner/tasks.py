@@ -12,9 +12,9 @@ import numpy as np
 
 from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
+from ..integrate import zero_mean_gradient
 from ..quality import BlockReport
 from ..reconstruct import project_tile, reconstruct_tile
-from ..integrate import zero_mean_gradient
 from ..tie import integrate_gradient
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz

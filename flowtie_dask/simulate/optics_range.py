@@ -53,9 +53,9 @@ _SCAN_POSITIONS = (24, 40)
 _DISK_PIXELS = (4.0, 24.0)
 _DETECTOR = 64
 _MAX_CELL = 48.0  # Å: an exit-wave grid of at most 240 pixels
-#: The draw ``draw_optics`` makes unless a range file names another (its key ``draw``): 2. Draw 1 made the shipped
+#: The draw ``draw_optics`` makes unless a range file names another (its key ``draw``). Draw 1 made the shipped
 #: general model's training set.
-DRAW = 2
+DRAW = DEFAULT_OPTICS_RANGE["draw"]
 
 
 def load_optics_range(source) -> dict:
@@ -149,7 +149,7 @@ def draw_optics(params: SimulationParameters, ranges: dict, seed: int) -> tuple[
     cs = _uniform(rng, ranges["cs_um"]) * 1e4 if rng.random() < 0.5 else 0.0
     edge = _uniform(rng, ranges["aperture_edge_mrad"])
     thickness = _uniform(rng, ranges["thickness_A"], log=True)
-    first = ranges.get("draw", DRAW) == 1  # the general model's draw (module docstring)
+    first = ranges.get("draw", DEFAULT_OPTICS_RANGE["draw"]) == 1  # the general model's draw (module docstring)
     # draw 2: steps uniform, so coarse ones (step·α/λ ≳ 0.3) are as common as fine ones; draw 1: log-uniform
     step = _uniform(rng, ranges["scan_step_A"], log=first)
     theta = _uniform(rng, ranges["detector_mrad_per_pixel"], log=not first) * 1e-3
@@ -177,14 +177,11 @@ def draw_optics(params: SimulationParameters, ranges: dict, seed: int) -> tuple[
     scan, steps = [], []
     for s in size:
         n = int(round(s / step))
-        if n > _SCAN_POSITIONS[1] and first:
-            scan.append(_SCAN_POSITIONS[1])
-            steps.append(s / scan[-1])
-        elif n > _SCAN_POSITIONS[1]:
+        if n > _SCAN_POSITIONS[1] and not first:
             scan.append(_SCAN_POSITIONS[1])
             steps.append(step)
-        else:
-            scan.append(max(_SCAN_POSITIONS[0], n))
+        else:  # draw 1 always scans the whole cell
+            scan.append(int(min(_SCAN_POSITIONS[1], max(_SCAN_POSITIONS[0], n))))
             steps.append(s / scan[-1])
     window = any(n * st < s * (1 - 1e-9) for n, st, s in zip(scan, steps, size))
     disk = min(size) * alpha / lam  # bright-field radius in detector pixels

@@ -27,7 +27,7 @@ def electrons_per_pattern(store) -> float:
     prov = store.metadata.provenance or {}
     scale = intensity_scale(store.intensity)
     if scale is not None and np.dtype(store.intensity.dtype).kind in "ui":  # integer counts (floats: no telling)
-        focus = int(np.argsort(np.asarray(store.metadata.c10, dtype=float))[1])
+        focus = int(np.argsort(np.asarray(store.metadata.c10, dtype=float), kind="stable")[1])  # as focus_index
         means = prov.get("mean_counts_per_pattern")  # as import measured it (a scale given by the user may differ)
         try:
             value = float(means[focus])
