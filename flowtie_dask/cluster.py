@@ -114,6 +114,22 @@ def _dashboard_link(link: str, dashboard: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _serves_dashboard(link: str) -> bool:
+    """False when the scheduler's web server answers that it has no dashboard page (``dask scheduler
+    --no-dashboard`` still serves /health and /metrics, and the client's link is made from a template).
+    Unreachable from here (e.g. only through an SSH tunnel): True, the user may reach it."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(link, method="HEAD"), timeout=3):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code != 404
+    except (OSError, ValueError):
+        return True
+
+
 def _check_scheduler_file(path: str) -> None:
     """One line naming the file when a scheduler file is not the JSON that ``dask scheduler`` writes."""
     import json
@@ -202,6 +218,8 @@ def cluster_client(
     try:
         if announce is not None and dashboard is not None:
             link = getattr(client, "dashboard_link", None)
+            if link and cluster is None and not _serves_dashboard(link):
+                link = None
             if link and cluster is not None:
                 link = _dashboard_link(link, dashboard)
             if link:
