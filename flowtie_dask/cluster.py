@@ -241,7 +241,10 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
         None runs on the in-process threaded scheduler; ``"inline"`` runs every task in this thread, one
         after the other (Dask's synchronous scheduler: a debugger and a profiler see plain calls).
     progress : bool
-        Show a progress bar on stderr.
+        Show progress on stderr (:class:`flowtie_dask.progress.ProgressLine`: tiles done / total and an
+        ETA; one line every few seconds when stderr is not a terminal).
+    label : str
+        What the progress line names (e.g. the method).
 
     Returns
     -------
@@ -252,11 +255,11 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
 
     if isinstance(client, str) and client == "inline":
         return dask.compute(*collections, scheduler="synchronous")
+    from .progress import ProgressLine, distributed_progress, local_progress
+
     if client is None:  # named: a distributed Client made elsewhere in the process would otherwise take over
         if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(out=sys.stderr):
+            with local_progress(ProgressLine(label or "computing", out=sys.stderr)):
                 return dask.compute(*collections, scheduler="threads")
         return dask.compute(*collections, scheduler="threads")
     from distributed.scheduler import KilledWorker
@@ -264,13 +267,10 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
     futures = client.compute(list(collections))
     try:
         if progress:
-            from distributed import progress as dprogress
-
-            dprogress(futures, notebook=False)
-            print(file=sys.stderr)
+            distributed_progress(futures, client, ProgressLine(label or "computing", out=sys.stderr))
         return tuple(client.gather(futures))
     except KilledWorker as exc:
-        whole = str(exc.task[0] if isinstance(exc.task, tuple) else exc.task).startswith("whole-")
+        whole = "whole-" in str(exc.task[0] if isinstance(exc.task, tuple) else exc.task)
         remedy = ("run it without --workers (in this process, with all its memory), or on a worker with more memory"
                   if whole else "use smaller tiles (--tile-size), fewer threads per worker, or more memory per worker")
         raise ClusterError(
@@ -282,13 +282,15 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
 
 
 def describe_task(key: Any) -> str:
-    """A Dask task key as a user reads it: ``tile-X-Y-…`` keys name the tile's first scan position."""
+    """A Dask task key as a user reads it: ``METHOD-tile-X-Y-…`` keys name the tile's first scan position."""
     name = key[0] if isinstance(key, tuple) else key
     name = str(name)
-    m = re.match(r"^(tile|field|project)-(\d+)-(\d+)-", name)
+    m = re.match(r"^(?:(.+?)-)?(tile|reduce|field|project)-(\d+)-(\d+)-", name)
     if m:
-        what = {"tile": "tile", "field": "gradient field of the tile", "project": "projection of the tile"}[m[1]]
-        return f"{name!r} ({what} starting at scan position Rx={m[2]}, Ry={m[3]})"
-    if name.startswith("whole-"):
+        what = {"tile": "tile", "reduce": "tile", "field": "gradient field of the tile",
+                "project": "projection of the tile"}[m[2]]
+        by = f" of method {m[1]}" if m[1] else ""
+        return f"{name!r} ({what}{by} starting at scan position Rx={m[3]}, Ry={m[4]})"
+    if "whole-" in name:
         return f"{name!r} (a whole-scan method on all scan positions at once)"
     return repr(name)

@@ -112,10 +112,10 @@ def reconstruct(
         in_process = client is None or (isinstance(client, str) and client == "inline")
         task = dask.delayed(whole_task, pure=True)(handle, geometry, method, needs, device=device,
                                                    progress=progress and in_process, bright_field=bf,
-                                                   dask_key_name=f"whole-{run_token(st.path, [], periodic, method)}")
+                                                   dask_key_name=f"{method.name}-whole-{run_token(st.path, [], periodic, method)}")
         # one task: in this process it runs in this thread (Ctrl-C stops it; all of the memory is there)
         (obj, ill, origin, found, report), = compute(task, client="inline" if in_process else client,
-                                                     progress=progress and not in_process)
+                                                     progress=progress and not in_process, label=method.name)
         attrs.update(found)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
         attrs.update(integration="whole", device=device, grid="object")
@@ -145,8 +145,8 @@ def reconstruct(
         geo = dask.delayed(geometry, pure=True)
         parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
                  task(handle, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
-                      defocus=needs.defocus, dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
-        pieces = compute(*parts, client=client, progress=progress)
+                      defocus=needs.defocus, dask_key_name=f"{method.name}-{n}-{token}") for t, n in zip(tiles, names)]
+        pieces = compute(*parts, client=client, progress=progress, label=method.name)
         merged, report = _merge_reductions(pieces, geometry.scan_shape)
         phase, amplitude, ill, pixel, origin = method.finalize(merged, geometry, periodic=periodic)
         check_phase(phase, what=f"the {method.name} phase of {st.path}")
@@ -164,12 +164,12 @@ def reconstruct(
             names = [tile_name("tile", t) for t in tiles]
             parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
                      task(handle, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,
-                          bright_field=bf, dask_key_name=f"{n}-{token}") for t, n in zip(tiles, names)]
+                          bright_field=bf, dask_key_name=f"{method.name}-{n}-{token}") for t, n in zip(tiles, names)]
         # tree reduction: groups of 8 partials into full-size sums, then a final sum
         acc = dask.delayed(accumulate, pure=True)
         while len(parts) > 1:
             parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
-        (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress)
+        (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress, label=method.name)
         obj = divide_illumination(num, ill, eps=eps)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
         pixel = geometry.pixel

@@ -1,6 +1,7 @@
 """The runner's Dask graphs: one pass over tiles (partial projections), the two-pass global integration of
 gradient fields (fields → rechunk to detector-pixel blocks → integration → projection), and the tree sum of
-partials. Tasks are named ``KIND-X-Y-TOKEN`` after the tile's first scan position.
+partials. Tasks are named ``METHOD-KIND-X-Y-TOKEN`` after the method and the tile's first scan position (the names
+the dashboard's task stream and the progress line show).
 """
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
             fname = tile_name("field", t)
             if fname in done:
                 task = dask.delayed(load_field, pure=True)(os.path.join(cache, f"{fname}.npz"),
-                                                           dask_key_name=f"{fname}-{token}")
+                                                           dask_key_name=f"{method.name}-{fname}-{token}")
             else:
                 task = field(handle, geo, t, method=method, device=device,
                              cache=cache if keep_fields else None, name=fname, bright_field=bright_field,
-                             dask_key_name=f"{fname}-{token}")
+                             dask_key_name=f"{method.name}-{fname}-{token}")
             row.append(da.from_delayed(pick(task, 0), shape=shape, dtype=np.float32))
             reports.append(pick(task, 1))
         rows.append(da.concatenate(row, axis=2))
@@ -90,7 +91,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
             else:
                 parts.append(proj(handle, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device,
                                   cache=cache, name=name, bright_field=bright_field,
-                                  dask_key_name=f"{name}-{token}"))
+                                  dask_key_name=f"{method.name}-{name}-{token}"))
     return parts + reports  # the field stage's repair reports (all three defocus values) join the sum
 
 

@@ -116,7 +116,7 @@ def simulate_collection(params: SimulationParameters, out: str, *, count: int, t
             else:
                 tasks.append((i, dask.delayed(_member, pure=True)(p, path, drawn, dask_key_name=f"structure-{i:04d}-"
                                                                   f"{dask.base.tokenize(p, path)[:8]}")))
-        done = compute(*[t for _, t in tasks], client=client, progress=progress) if tasks else ()
+        done = compute(*[t for _, t in tasks], client=client, progress=progress, label="simulate") if tasks else ()
         for (i, _), m in zip(tasks, done):
             members[i] = m
         index = {"schema": COLLECTION_SCHEMA, "schema_version": 1, "count": count, "members": members,

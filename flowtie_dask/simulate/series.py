@@ -126,7 +126,7 @@ def simulate_to_store(
             sources.append(phase)
             targets.append(truth["probe_frame_phase"])
         stored = da.store(sources, targets, lock=False, compute=False)
-        compute(stored, client=client, progress=progress)
+        compute(stored, client=client, progress=progress, label="simulate")
         group.attrs["provenance"] = {**plan.metadata.provenance, "parameters": _json_params(params)}
     return os.path.abspath(out)
 
