@@ -76,5 +76,6 @@ def test_the_status_page_is_served_and_the_runs_tasks_appear_by_method_and_tile(
         feed.join(5)
     tiles = sorted(re.match(r"tie-tile-(\d+)-(\d+)-[0-9a-f]+$", k).groups() for k in done if k.startswith("tie-tile-"))
     assert tiles == [("0", "0"), ("0", "8"), ("8", "0"), ("8", "8")]  # each tile by its first scan position
-    workers = {m["worker"] for m in feed.messages if m.get("name") == "transition" and m.get("key", "").startswith("tie-tile-")}
+    workers = {m["worker"] for m in feed.messages
+               if m.get("name") == "transition" and m.get("key", "").startswith("tie-tile-")}
     assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)

@@ -95,7 +95,8 @@ def test_a_distributed_run_reports_its_tiles_and_names_them_in_the_task_stream(s
 
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, processes=False) as lc, Client(lc) as client:
         capsys.readouterr()
-        res = reconstruct(str(scan), get_method("tie"), tile_size=8, halo=4, client=client, progress=True)
+        res = reconstruct(str(scan), get_method("tie"), tile_size=8, halo=4, client=client,
+                          progress=True)
         lines = _finals(capsys.readouterr().err)
         prefixes = set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes)))
     assert re.match(r"tie: tiles 4/4 · \d+:\d\d elapsed · done$", lines[-1]), lines

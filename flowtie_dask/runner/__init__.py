@@ -110,12 +110,14 @@ def reconstruct(
     attrs = dict(method.attrs())
     if needs.whole_scan or method.kind == "whole":
         in_process = client is None or (isinstance(client, str) and client == "inline")
+        key = f"{method.name}-whole-{run_token(st.path, [], periodic, method)}"
         task = dask.delayed(whole_task, pure=True)(handle, geometry, method, needs, device=device,
                                                    progress=progress and in_process, bright_field=bf,
-                                                   dask_key_name=f"{method.name}-whole-{run_token(st.path, [], periodic, method)}")
+                                                   dask_key_name=key)
         # one task: in this process it runs in this thread (Ctrl-C stops it; all of the memory is there)
         (obj, ill, origin, found, report), = compute(task, client="inline" if in_process else client,
-                                                     progress=progress and not in_process, label=method.name)
+                                                     progress=progress and not in_process,
+                                                     label=method.name)
         attrs.update(found)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
         attrs.update(integration="whole", device=device, grid="object")
@@ -142,7 +144,7 @@ def reconstruct(
     if method.kind == "reduce":
         names = [tile_name("reduce", t) for t in tiles]
         task, load = dask.delayed(reduce_task, pure=True), dask.delayed(load_reduction, pure=True)
-        geo = dask.delayed(geometry, pure=True)
+        geo = geometry  # embedded in each task: no separate key pulling every tile to the worker holding it
         parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
                  task(handle, geo, t, method=method, device=device, cache=cache, name=n, bright_field=bf,
                       defocus=needs.defocus, dask_key_name=f"{method.name}-{n}-{token}") for t, n in zip(tiles, names)]
@@ -160,7 +162,7 @@ def reconstruct(
             attrs["fields_reused"] = sum(tile_name("field", t) in done for t in tiles)
         else:
             task, load = dask.delayed(tile_task, pure=True), dask.delayed(load_partial, pure=True)
-            geo = dask.delayed(geometry, pure=True)
+            geo = geometry  # embedded in each task: no separate key pulling every tile to the worker holding it
             names = [tile_name("tile", t) for t in tiles]
             parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
                      task(handle, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,

@@ -41,7 +41,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     starts_x = sorted({t.xs[0] for t in tiles})
     starts_y = sorted({t.ys[0] for t in tiles})
     grid = {(t.xs[0], t.ys[0]): t for t in tiles}
-    geo = dask.delayed(geometry, pure=True)
+    geo = geometry  # embedded in each task: no separate key pulling every tile to the worker holding it
     token = run_token(st.path, tiles, periodic, method)
     names = {(t.xs[0], t.ys[0]): tile_name("project", t) for t in tiles}
     if all(names[k] in done for k in names):  # every projection finished in an earlier run
