@@ -90,6 +90,9 @@ def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "a
                         "reading Zarr with GPU work")
     g.add_argument("--gpus", type=nonnegative_int, default=0, metavar="N",
                    help="one worker per GPU through dask-cuda (needs the [gpu] extra); 0 = CPU only")
+    g.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="array backend inside the tasks; auto: gpu with --gpus, else cpu. Give gpu with "
+                        "--scheduler/--scheduler-file when the workers are 'dask cuda worker' processes")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     g.add_argument("--scheduler-file", default=None, metavar="FILE",
@@ -99,6 +102,21 @@ def add_cluster_options(p: argparse.ArgumentParser, *, default_workers: str = "a
     g.add_argument("--host", default="127.0.0.1",
                    help="interface local workers and scheduler bind to (default: loopback)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def device_of(args: argparse.Namespace) -> str:
+    """"cpu" or "gpu" from --device (auto: gpu exactly when --gpus N > 0); ValueError for gpu in this
+    process without CuPy and a GPU (on joined workers the workers' own GPUs count, not this machine's)."""
+    device = getattr(args, "device", "auto")
+    if device == "auto":
+        return "gpu" if args.gpus else "cpu"
+    if device == "gpu" and not (args.gpus or args.scheduler or args.scheduler_file):
+        from ..backend import cupy_available
+
+        if not cupy_available():  # the tasks run here: say so now, not from inside the first task
+            raise ValueError("--device gpu: no CuPy with a usable NVIDIA GPU in this process; install "
+                             "'flowtie-dask[gpu]' on a GPU machine, or use --device cpu")
+    return device
 
 
 def cluster_kwargs(args: argparse.Namespace) -> dict:

@@ -12,7 +12,7 @@ from ..results import write_result
 from ..resume import reconstruction_record, resume_workspace
 from ..runner import reconstruct
 from ..store import open_scan_store
-from .options import add_cluster_options, cluster_kwargs, nonnegative_int, pair, positive_int
+from .options import add_cluster_options, cluster_kwargs, device_of, nonnegative_int, pair, positive_int
 
 
 def add_parser(sub) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, overwrite=args.overwrite, inputs=inputs)  # fail before the work, not after
     periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
     tile = "auto" if args.tile_size is None else pair(args.tile_size, option="--tile-size")
-    device = "gpu" if args.gpus else "cpu"
+    device = device_of(args)
     method = _method(args)
     if args.keep_fields and method.kind != "field":
         raise ValueError(f"--keep-fields keeps predicted gradient fields (--method flowtie); --method {args.method} "

@@ -12,7 +12,8 @@ from ..cluster import cluster_client
 from ..simulate.collection import open_collection, simulate_collection
 from ..simulate.series import SimulationParameters, simulate_to_store
 from ..store import open_scan_store
-from .options import add_command, add_cluster_options, cluster_kwargs, pair, positive_float, positive_int
+from .options import (add_cluster_options, add_command, cluster_kwargs, device_of, pair, positive_float,
+                      positive_int)
 
 
 def add_parser(sub) -> None:
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         **{name: getattr(args, name) for name in _AS_GIVEN},
         **{name: pair(getattr(args, name), option="--" + name.replace("_", "-")) for name in _PAIRS},
         thickness_cells=args.thickness_cells if args.thickness is not None or args.thickness_cells else 1,
-        device="gpu" if args.gpus else "cpu",
+        device=device_of(args),
     )
     if args.optics_range and not args.count:
         raise ValueError("--optics-range draws the optics of each structure of a collection: give --count N")

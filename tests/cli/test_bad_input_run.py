@@ -269,3 +269,13 @@ def test_evaluate_figure_over_an_input_is_refused(clean, tmp_path, capsys):
                    match=r"--figure .* is the input", inputs=[clean, res], capsys=capsys)
     assert_refused(["evaluate", str(res), "--truth", str(clean), "--figure", str(res / "p.png")],
                    match=r"--figure .* lies inside the input", inputs=[clean, res], capsys=capsys)
+
+
+def test_device_gpu_without_a_gpu_here_is_refused(clean, tmp_path, capsys):
+    from flowtie_dask.backend import cupy_available
+
+    if cupy_available():
+        pytest.skip("a GPU is usable here")
+    out = tmp_path / "r.zarr"
+    assert_refused(_run(clean, out, "--device", "gpu"), match=r"--device gpu: no CuPy", inputs=[clean],
+                   outputs=[out], capsys=capsys)
