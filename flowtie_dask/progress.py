@@ -21,7 +21,7 @@ __all__ = ["ProgressLine", "STAGES", "distributed_progress", "local_progress", "
 
 #: The kinds of per-tile task, in the order a run meets them, and how the line names them.
 STAGES = {"tile": "tiles", "reduce": "tiles", "field": "fields", "project": "projections", "whole": "whole scan",
-          "import": "blocks", "structure": "structures", "task": "tasks"}
+          "import": "blocks", "rechunk": "blocks", "structure": "structures", "task": "tasks"}
 
 
 def task_stage(group: str) -> str | None:

@@ -13,9 +13,9 @@ import signal
 import sys
 
 from .. import __version__
-from . import calibrate, evaluate, export, import_, info, reconstruct, simulate, train
+from . import calibrate, evaluate, export, import_, info, rechunk, reconstruct, simulate, train
 
-COMMANDS = (simulate, import_, calibrate, train, reconstruct, evaluate, export, info)
+COMMANDS = (simulate, import_, calibrate, rechunk, train, reconstruct, evaluate, export, info)
 
 
 class Terminated(KeyboardInterrupt):

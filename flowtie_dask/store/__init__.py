@@ -3,7 +3,8 @@
 Layout::
 
     scan.zarr/
-      intensity            (3, Rx, Ry, Qx, Qy) float32 or uint16, chunks (1, cx, cy, Qx, Qy), Blosc/Zstd; a store
+      intensity            (3, Rx, Ry, Qx, Qy) float32 or uint16, chunks (1, cx, cy, Qx, Qy), Blosc (Zstd, or LZ4
+                           in the "fast" layout, optionally sharded: :func:`rechunk_store`); a store
                            of counts (camera frames imported as they are) has the attribute ``scale``: normalised
                            = stored × scale[defocus index] (:func:`intensity_scale`; :func:`read_block` applies it)
       truth/               only for simulated scans
@@ -29,7 +30,8 @@ The package's modules: :mod:`.metadata` (schema constants, :class:`ScanStoreErro
 :func:`default_chunks`), :mod:`.chunks` (chunk keys, positions and presence on disk), :mod:`.layout`
 (:class:`ScanStore`, writing, opening and validating a store), :mod:`.counts` (:func:`electrons_per_pattern`, the
 dose the data carry), :mod:`.integrity` (:func:`read_block`,
-:func:`check_scan_store`), :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry) and :mod:`.update`
+:func:`check_scan_store`), :mod:`.handle` (:class:`StoreHandle`, what Dask tasks carry), :mod:`.rechunk` (:func:`rechunk_store`, another
+codec, chunking or sharding) and :mod:`.update`
 (:func:`update_scan_metadata`, an atomic change of a store's metadata in place, e.g. by ``flowtie-dask calibrate``). Every public name is
 importable from ``flowtie_dask.store``; the private helpers (``_chunk_key`` …) from the module that defines them.
 """
@@ -48,9 +50,11 @@ from .metadata import (
     SCHEMA_VERSION,
     UNITS,
     ScanMetadata,
+    CODECS,
     ScanStoreError,
     default_chunks,
 )
+from .rechunk import LAYOUTS, rechunk_store
 from .update import update_scan_metadata
 
 __all__ = [
@@ -74,6 +78,9 @@ __all__ = [
     "check_scan_store",
     "StoreHandle",
     "update_scan_metadata",
+    "CODECS",
+    "LAYOUTS",
+    "rechunk_store",
 ]
 
 # The public classes and functions keep the module name they had before the split (flowtie_dask.store), so

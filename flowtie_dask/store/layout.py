@@ -273,6 +273,8 @@ def write_scan_store(
     chunks: tuple[int, int] | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
+    codec: str = "default",
+    shards: tuple[int, int] | None = None,
 ) -> Iterator[Any]:
     """Create a scan store atomically; yields the Zarr group to fill.
 
@@ -291,12 +293,18 @@ def write_scan_store(
         Scan positions per chunk; :func:`default_chunks` when omitted.
     dtype : {"float32", "uint16"}
     overwrite : bool
+    codec : {"default", "fast"}
+        Blosc codec of the intensity (:data:`~flowtie_dask.store.metadata.CODECS`).
+    shards : (sx, sy), optional
+        Scan positions per shard (multiples of ``chunks``): zarr's sharding codec stores that many chunks in
+        one file with an index, so a 50 GB scan is hundreds of files instead of tens of thousands, and a read
+        still decodes only the chunks it touches. Concurrent writers must then write whole shards.
 
     Yields
     ------
     zarr.Group
         With an empty ``intensity`` array of shape (3, Rx, Ry, Qx, Qy), chunks (1, cx, cy, Qx, Qy), compressed
-        with Blosc/Zstd and a CRC-32C per chunk. Chunks left unwritten (or written all-zero by a writer that
+        with Blosc and a CRC-32C per chunk. Chunks left unwritten (or written all-zero by a writer that
         dropped empty chunks) are written as zeros before the store is marked complete, so every chunk is on
         disk and a missing one is detected when the store is opened.
     """
@@ -309,6 +317,14 @@ def write_scan_store(
     if min(scan_shape + detector_shape) < 1:
         _fail(f"scan {scan_shape} and detector {detector_shape} must have at least one pixel")
     chunks = tuple(chunks) if chunks else default_chunks(scan_shape, detector_shape, itemsize=np.dtype(dtype).itemsize)
+    chunks = (min(chunks[0], scan_shape[0]), min(chunks[1], scan_shape[1]))
+    if shards is not None:
+        shards = (min(int(shards[0]), scan_shape[0]), min(int(shards[1]), scan_shape[1]))
+        if any(s % c for s, c in zip(shards, chunks)) and shards != scan_shape:
+            _fail(f"shards {shards} must be whole multiples of the chunks {chunks} (scan positions)")
+        # a shard clipped to the scan must still hold whole chunks
+        shards = tuple(-(-s // c) * c for s, c in zip(shards, chunks))
+    compressors = _compressors(codec)
     try:
         check_output(path, overwrite=overwrite)
     except ValueError as exc:
@@ -322,9 +338,10 @@ def write_scan_store(
         group.create_array(
             "intensity",
             shape=(3,) + scan_shape + detector_shape,
-            chunks=(1, min(chunks[0], scan_shape[0]), min(chunks[1], scan_shape[1])) + detector_shape,
+            chunks=(1,) + chunks + detector_shape,
+            shards=None if shards is None else (1,) + shards + detector_shape,
             dtype=dtype,
-            compressors=_compressors(),
+            compressors=compressors,
             dimension_names=("defocus", "Rx", "Ry", "Qx", "Qy"),
             fill_value=0,
             config={"write_empty_chunks": True},
