@@ -79,7 +79,10 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     phase = phase.rechunk((tuple(len(grid[(x0, starts_y[0])].xs) for x0 in starts_x),
                            tuple(len(grid[(starts_x[0], y0)].ys) for y0 in starts_y), (qx,), (qy,)),
                           method="tasks")
-    blocks = phase.to_delayed()  # (nx, ny, 1, 1) Delayed, the supported hand-over from arrays to delayed tasks
+    # (nx, ny, 1, 1) Delayed, the supported hand-over from arrays to delayed tasks; not optimised: an optimised
+    # graph fuses the field tasks under new keys, and the repair reports (which use the field keys) ran every
+    # tile's model a second time
+    blocks = phase.to_delayed(optimize_graph=False)
     proj = dask.delayed(project_task, pure=True)
     load = dask.delayed(load_partial, pure=True)
     parts = []

@@ -283,6 +283,30 @@ def test_flowtie_tiled_equals_whole_scan(trained, tmp_path):
     assert local.attrs["integration"] == "tile"
 
 
+@pytest.mark.parametrize("client", [None, "inline"])
+def test_the_global_path_runs_each_tiles_model_once(trained, tmp_path, monkeypatch, client):
+    """The field of a tile feeds the rechunk and the repair reports: it is computed once, not once for each
+    (an optimised array graph once fused the field tasks under new keys, so every tile's model ran twice)."""
+    import collections
+
+    import flowtie_dask.runner.graph as graph
+
+    out, _, _ = trained
+    store = simulate_to_store(SimulationParameters(material="random-cubic", seed=14, **OPTICS),
+                              str(tmp_path / "g.zarr"), progress=False)
+    calls = collections.Counter()
+    original = graph.field_task
+
+    def counted(*args, **kwargs):
+        calls[kwargs["name"]] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "field_task", counted)
+    res = reconstruct(store, get_method("flowtie", model=out), tile_size=8, halo=8, progress=False, client=client)
+    assert res.attrs["integration"] == "global" and res.attrs["n_tiles"] == 4
+    assert sorted(calls.values()) == [1, 1, 1, 1] and len(calls) == 4
+
+
 def test_ddp_under_torchrun_on_cpu(collection, tmp_path):
     """Two gloo ranks under torchrun: rank 0 writes one checkpoint that records both; DDP kept the ranks'
     weights equal, so training the same run again gives the same weights."""
