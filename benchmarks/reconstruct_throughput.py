@@ -1,27 +1,52 @@
-"""Throughput of the distributed reconstruction on a large scan: patterns per second and GB/s for TIE and
-FlowTIE on a local CPU cluster or on GPUs (dask-cuda), with the phase MSE against the truth.
+"""Throughput of every registered method against the I/O floor, on scans of 64², 128² and 256² positions ×
+64² detector, with 1 and 2 worker processes (or on GPUs with dask-cuda), in one run; LiberTEM's centre of
+mass on the same store as the peer.
 
-Run:  python benchmarks/reconstruct_throughput.py [--repeat 4] [--gpus 1 | --workers N] [--threads 1 8]
-                                                 [--methods tie flowtie]
+Run:  python benchmarks/reconstruct_throughput.py [--sizes 64 128 256] [--workers 1 2] [--methods all]
+          [--layout default] [--libertem-python /path/to/venv/bin/python] [--plot throughput.png]
+          [--gpus 1]
 
-The scan: GaAs 2×2 cells, 5.7 Å, at the paper's sampling (64×64 positions over the 11.3 Å supercell, 64×64
-detector, the shipped FlowTIE model's optics), simulated once and repeated R×R times over the scan. The
-simulated data are periodic over the supercell, so the repeated store is an exact scan of an R-times wider
-supercell (R = 4: 256×256 positions, 3.2 GB of float32 patterns) with the same detector sampling.
+Printed per (scan size, workers, method): wall seconds, scan positions per second, MB/s of stored intensity
+read (uncompressed, the three scans), the ratio to the floor's positions/s, peak RSS of the busiest worker
+and the phase MSE against the truth.
+
+* The floor, measured in the same run on the same cluster: every 64×64-position tile of the scan (no halo) read
+  once (three scans, decompress + CRC + value checks) plus one batched FFT over its detector axes and two
+  over its scan axes (``benchmarks/floor.py``), as one Dask task per tile. iCoM reads only the focus scan, so
+  its floor is a third of that.
+* The methods run through ``flowtie_dask.runner.reconstruct`` on 64×64 tiles with a 16-position halo (the
+  runner's choice for big scans); whole-scan methods (gradient descent) only on the smallest scan.
+* Each (workers, method) gets a fresh local cluster, so a worker's peak RSS is that method's; an untimed
+  warm-up run on the 64² scan first (imports, the model, the page cache), so the figures are throughput,
+  not start-up. Whole-scan methods run once, cold (one task on one worker).
+* The scans: GaAs 2×2 cells, 5.7 Å, at the paper's sampling, simulated once (64×64 positions) and repeated
+  R×R times (periodic data, so the repeated store is an exact scan of an R-times wider supercell). R = 4
+  gives 256×256 positions, 3.2 GB of float32 patterns. ``--layout`` rewrites them with
+  ``flowtie_dask.store.rechunk_store`` (e.g. ``fast``) before measuring.
+* LiberTEM (not a dependency; give a scratch venv's python with ``libertem`` installed): its ``CoMUDF`` on the
+  focus scan of the same store, read through ``da.from_zarr`` into a ``DaskDataSet`` (LiberTEM has no Zarr
+  reader), with the same number of worker processes.
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from flowtie_dask.cluster import cluster_client
+from flowtie_dask.cluster import cluster_client, compute
 from flowtie_dask.evaluate import evaluate_result
-from flowtie_dask.methods import get_method
+from flowtie_dask.methods import REGISTRY, get_method
 from flowtie_dask.runner import reconstruct
 from flowtie_dask.simulate.series import SimulationParameters, simulate_to_store
-from flowtie_dask.store import open_scan_store, write_scan_store, write_truth
+from flowtie_dask.store import StoreHandle, open_scan_store, write_scan_store, write_truth
+
+from floor import floor_block  # benchmarks/floor.py, next to this script
+
+TILE, HALO = 64, 16
 
 
 def repeated_store(src: str, dst: str, repeat: int) -> str:
@@ -41,53 +66,188 @@ def repeated_store(src: str, dst: str, repeat: int) -> str:
     return dst
 
 
-def tiled_gaas_store(out: str, repeat: int) -> str:
-    """The benchmark scan in ``out``: GaAs 2×2 cells at the paper's sampling, simulated once (64×64 positions,
-    64×64 detector) and repeated ``repeat``×``repeat`` times over the scan; made once, then reused."""
+def tiled_gaas_store(out: str, size: int, layout: str = "default") -> str:
+    """The benchmark scan of ``size``×``size`` positions in ``out`` (made once, then reused)."""
     os.makedirs(out, exist_ok=True)
     base = os.path.join(out, "gaas_64.zarr")
     if not os.path.exists(base):
         simulate_to_store(SimulationParameters(material="GaAs", lateral_cells=2, scan_pixels=64, detector_pixels=64,
                                                device="auto"), base, progress=False)
-    big = os.path.join(out, f"gaas_{64 * repeat}.zarr")
+    big = os.path.join(out, f"gaas_{size}.zarr")
+    if size % 64:
+        raise SystemExit(f"--sizes: {size} is not a multiple of 64")
     if not os.path.exists(big):
         t0 = time.perf_counter()
-        repeated_store(base, big, repeat)
+        repeated_store(base, big, size // 64)
         print(f"wrote {big} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return big
+    if layout == "default":
+        return big
+    from flowtie_dask.store import rechunk_store
+
+    dst = os.path.join(out, f"gaas_{size}_{layout}.zarr")
+    if not os.path.exists(dst):
+        t0 = time.perf_counter()
+        rechunk_store(big, dst, layout=layout, progress=False)
+        print(f"rewrote {dst} ({layout}) in {time.perf_counter() - t0:.1f} s", flush=True)
+    return dst
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _floor_task(handle, xs, ys):
+    return floor_block(handle, xs, ys)
+
+
+def floor_seconds(path: str, client) -> float:
+    """Wall seconds of the floor over all tiles of the scan, on ``client`` (one task per 64×64 tile)."""
+    import dask
+
+    handle = StoreHandle(path)
+    rx, ry = handle.geometry().scan_shape
+    import uuid
+
+    task = dask.delayed(_floor_task, pure=False)
+    run = uuid.uuid4().hex[:12]  # fresh keys per call (a finished call's keys are being released)
+    parts = [task(handle, list(range(x, min(x + TILE, rx))), list(range(y, min(y + TILE, ry))),
+                  dask_key_name=f"floor-tile-{x}-{y}-{run}") for x in range(0, rx, TILE) for y in range(0, ry, TILE)]
+    t0 = time.perf_counter()
+    compute(*parts, client=client, progress=False)
+    return time.perf_counter() - t0
+
+
+def libertem_com(python: str, path: str, workers: int) -> dict:
+    """LiberTEM's CoMUDF on the focus scan of ``path`` in a subprocess of ``python``: frames/s and seconds."""
+    script = r"""
+import json, sys, time
+import dask.array as da
+from libertem.api import Context
+from libertem.executor.dask import DaskJobExecutor, cluster_spec
+from libertem.io.dataset.dask import DaskDataSet
+from libertem.udf.com import CoMUDF
+path, workers = sys.argv[1], int(sys.argv[2])
+arr = da.from_zarr(path + "/intensity")[1]
+rx, ry, qx, qy = arr.shape
+spec = cluster_spec(cpus=range(workers), cudas=[], has_cupy=False)
+with DaskJobExecutor.make_local(spec=spec) as ex:
+    ctx = Context(executor=ex)
+    ds = ctx.load("dask", arr, sig_dims=2)
+    udf = CoMUDF.with_params(cy=qx / 2, cx=qy / 2)
+    ctx.run_udf(dataset=ds, udf=udf)  # warm-up: workers import and compile
+    t0 = time.perf_counter()
+    ctx.run_udf(dataset=ds, udf=udf)
+    wall = time.perf_counter() - t0
+print(json.dumps({"seconds": wall, "frames": rx * ry}))
+"""
+    out = subprocess.run([python, "-c", script, path, str(workers)], capture_output=True, text=True, timeout=1800)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=4, help="R: the scan is R·64 positions per side")
-    parser.add_argument("--methods", nargs="+", default=["tie", "flowtie"])
-    parser.add_argument("--gpus", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="CPU worker processes (default: all cores)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1],
-                        help="threads per worker; several values: one cluster (and row per method) for each")
-    parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--halo", type=int, default=16)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs (dask-cuda); replaces --workers")
+    parser.add_argument("--methods", nargs="+", default=["all"])
+    parser.add_argument("--layout", default="default", help="store layout (flowtie_dask.store.LAYOUTS)")
+    parser.add_argument("--libertem-python", default=None)
+    parser.add_argument("--plot", default="throughput.png")
+    parser.add_argument("--json", default=None, help="also write the rows as JSON")
     parser.add_argument("--out", default="throughput_data")
     args = parser.parse_args()
-    big = tiled_gaas_store(args.out, args.repeat)
-    st = open_scan_store(big)
-    n_patterns = st.scan_shape[0] * st.scan_shape[1]
-    gbytes = 3 * n_patterns * st.detector_shape[0] * st.detector_shape[1] * 4 / 1e9
-    where = f"{args.gpus} GPU(s), dask-cuda" if args.gpus else f"CPU, {args.workers or os.cpu_count()} workers"
-    print(f"scan {st.scan_shape[0]}×{st.scan_shape[1]}, detector {st.detector_shape}, {gbytes:.2f} GB; {where}")
-    print(f"{'method':8s} {'threads':>7s} {'wall s':>7s} {'patterns/s':>11s} {'MB/s':>6s} {'MSE rad²':>9s}")
-    for threads in args.threads:
-        with cluster_client(workers=args.workers, threads=threads, gpus=args.gpus, dashboard=None,
-                            announce=None) as client:
-            for method in args.methods:
-                t0 = time.perf_counter()
-                res = reconstruct(big, get_method(method), tile_size=args.tile, halo=args.halo, client=client,
-                                  progress=False, device="gpu" if args.gpus else "cpu")
-                wall = time.perf_counter() - t0
-                mse = evaluate_result(res, big)["mse"]
-                print(f"{method:8s} {threads:7d} {wall:7.1f} {n_patterns / wall:11.0f} {1e3 * gbytes / wall:6.0f} "
-                      f"{mse:9.5f}", flush=True)
+    methods = list(REGISTRY) if args.methods == ["all"] else args.methods
+    counts = [args.gpus] if args.gpus else args.workers
+    print(f"load average before: {os.getloadavg()[0]:.2f}; cores: {os.cpu_count()}; layout {args.layout}")
+    print(f"{'scan':>5s} {'workers':>7s} {'method':9s} {'wall s':>7s} {'pos/s':>8s} {'MB/s':>7s} {'×floor':>7s} "
+          f"{'RSS MB':>7s} {'MSE rad²':>9s}")
+    rows = []
+    for size in args.sizes:
+        path = tiled_gaas_store(args.out, size, args.layout)
+        st = open_scan_store(path)
+        n = size * size
+        mbytes = 3 * n * int(np.prod(st.detector_shape)) * 4 / 1e6
+
+        def row(**r):
+            rows.append(r)
+            ratio = f"{r['pos_s'] / r['floor_pos_s']:7.2f}" if r.get("floor_pos_s") else f"{'':7s}"
+            rss = f"{r['rss_mb']:7.0f}" if r.get("rss_mb") else f"{'':7s}"
+            mse = f"{r['mse']:9.5f}" if r.get("mse") is not None else ""
+            print(f"{size:5d} {r['workers']:7d} {r['method']:9s} {r['wall']:7.2f} {r['pos_s']:8.0f} "
+                  f"{r['mb_s']:7.0f} {ratio} {rss} {mse}", flush=True)
+
+        for w in counts:
+            kw = dict(gpus=w) if args.gpus else dict(workers=w)
+            with cluster_client(threads=args.threads, dashboard=None, announce=None, **kw) as client:
+                floor_seconds(path, client)  # warm-up: page cache, imports on the workers
+                fl = min(floor_seconds(path, client) for _ in range(2))
+                rss = max(client.run(_peak_rss_mb).values())
+            floor_pos = n / fl
+            row(size=size, workers=w, method="floor", wall=fl, pos_s=floor_pos, mb_s=mbytes / fl, floor_pos_s=floor_pos,
+                rss_mb=rss)
+            for name in methods:
+                method = get_method(name)
+                if method.kind == "whole" and (size != min(args.sizes) or w != counts[0]):
+                    continue  # one task on one worker: neither tiles nor workers change it
+                with cluster_client(threads=args.threads, dashboard=None, announce=None, **kw) as client:
+                    if method.kind != "whole":  # warm-up on the 64² scan: imports, model, page cache
+                        reconstruct(os.path.join(args.out, "gaas_64.zarr"), method, tile_size=TILE, halo=HALO,
+                                    client=client, progress=False, device="gpu" if args.gpus else "cpu")
+                    t0 = time.perf_counter()
+                    res = reconstruct(path, method, tile_size=TILE, halo=HALO, client=client, progress=False,
+                                      device="gpu" if args.gpus else "cpu")
+                    wall = time.perf_counter() - t0
+                    rss = max(client.run(_peak_rss_mb).values())
+                reads = 1 / 3 if name == "icom" else 1.0
+                row(size=size, workers=w, method=name, wall=wall, pos_s=n / wall, mb_s=reads * mbytes / wall,
+                    floor_pos_s=floor_pos / reads, rss_mb=rss, mse=evaluate_result(res, path)["mse"])
+            if args.libertem_python and not args.gpus:
+                lt = libertem_com(args.libertem_python, path, w)
+                if "error" in lt:
+                    print(f"{size:5d} {w:7d} LiberTEM CoM failed: {lt['error']}")
+                else:
+                    row(size=size, workers=w, method="libertem", wall=lt["seconds"], pos_s=lt["frames"] / lt["seconds"],
+                        mb_s=mbytes / 3 / lt["seconds"], floor_pos_s=3 * floor_pos)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def plot(rows, path):
+    """Positions/s against scan size, one line per method and worker count (floor dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    for ax, metric, label in ((axes[0], "pos_s", "scan positions / s"), (axes[1], "ratio", "fraction of the floor")):
+        for (method, w) in sorted({(r["method"], r["workers"]) for r in rows}):
+            pts = sorted((r["size"], r["pos_s"] if metric == "pos_s" else r["pos_s"] / r["floor_pos_s"])
+                         for r in rows if r["method"] == method and r["workers"] == w and r.get("floor_pos_s"))
+            if not pts or (metric == "ratio" and method == "floor"):
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if method == "floor" else "-o",
+                    label=f"{method} ×{w}", ms=4)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("scan side (positions), 64×64 detector")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle("flowtie-dask throughput (64×64 tiles, halo 16; ×N = worker processes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,6 +12,8 @@ import re
 import sys
 from typing import Any, Iterator
 
+from .progress import ProgressLine, distributed_progress, local_progress
+
 __all__ = ["ClusterError", "cluster_client", "compute", "describe_task", "parse_address"]
 
 
@@ -255,8 +257,6 @@ def compute(*collections: Any, client: Any = None, progress: bool = True, label:
 
     if isinstance(client, str) and client == "inline":
         return dask.compute(*collections, scheduler="synchronous")
-    from .progress import ProgressLine, distributed_progress, local_progress
-
     if client is None:  # named: a distributed Client made elsewhere in the process would otherwise take over
         if progress:
             with local_progress(ProgressLine(label or "computing", out=sys.stderr)):
@@ -287,7 +287,7 @@ def describe_task(key: Any) -> str:
     name = str(name)
     m = re.match(r"^(?:(.+?)-)?(tile|reduce|field|project)-(\d+)-(\d+)-", name)
     if m:
-        what = {"tile": "tile", "reduce": "tile", "field": "gradient field of the tile",
+        what = {"tile": "tile", "reduce": "tile", "field": "field of the tile",
                 "project": "projection of the tile"}[m[2]]
         by = f" of method {m[1]}" if m[1] else ""
         return f"{name!r} ({what}{by} starting at scan position Rx={m[3]}, Ry={m[4]})"

@@ -26,6 +26,7 @@ __all__ = [
     "defocus_derivative",
     "tie_phase",
     "mirror_extend",
+    "mirror_rows",
     "forward_differences",
     "smooth_gradient",
     "wrap_gradient",
@@ -93,6 +94,7 @@ def _mirror_taps(nqx: int, nqy: int, center):
 
 
 def _gather(flat, sl, taps, xp):
+    """Σ w·flat[..., idx[sl]] over the taps (idx: for each full-detector pixel, its image in ``flat``)."""
     out = None
     for idx, w in taps:
         part = xp.take(flat, xp.asarray(idx[sl]), axis=2)
@@ -100,10 +102,11 @@ def _gather(flat, sl, taps, xp):
     return out
 
 
-def _mirror_block(flat, sl, flips, xp):
-    """(Rx, Ry, P) detector-flattened data → (2Rx, 2Ry, b) mirror extension of the pixels ``sl``."""
+def _mirror_block(flat, sl, local, flips, xp):
+    """(Rx, Ry, P) detector-flattened data → (2Rx, 2Ry, b) mirror extension of the pixels ``sl`` (full-detector
+    flattened indices; ``local``: the same pixels in ``flat``, a window of detector rows)."""
     fx, fy, fxy = flips
-    top = xp.concatenate([flat[:, :, sl], xp.flip(_gather(flat, sl, fy, xp), axis=1)], axis=1)
+    top = xp.concatenate([flat[:, :, local], xp.flip(_gather(flat, sl, fy, xp), axis=1)], axis=1)
     bottom = xp.concatenate([xp.flip(_gather(flat, sl, fx, xp), axis=0),
                              xp.flip(_gather(flat, sl, fxy, xp), axis=(0, 1))], axis=1)
     return xp.concatenate([top, bottom], axis=0)
@@ -152,6 +155,9 @@ def tie_phase(
     reference: Any = None,
     eps: float = 1e-3,
     batch: int | None = None,
+    row0: int = 0,
+    rows: tuple[int, int] | None = None,
+    ibar_max: float | None = None,
 ):
     """Classical TIE (thin-specimen Poisson form) per detector pixel, in the probe frame.
 
@@ -183,20 +189,32 @@ def tie_phase(
     batch : int, optional
         Detector pixels solved at once; by default enough for ~4 M scan-grid values per array (with
         the mirror images), which keeps the solver's temporaries near 150 MB whatever the tile.
+    row0 : int
+        ``didz`` and ``i0`` may hold a window of detector rows, shape (Rx, Ry, W, Qy): rows
+        ``row0 … row0 + W − 1`` of the detector that ``qx`` (all Qx rows) describes.
+    rows : (int, int), optional
+        Detector rows [start, stop) to solve (default: every row of the window). With the mirror boundary
+        the window must also hold the rows their q → −q images read (:func:`mirror_rows`).
+    ibar_max : float, optional
+        The largest Ī(q) over the whole detector for the ``eps`` clip (default: the window's).
 
     Returns
     -------
-    ndarray, shape (Rx, Ry, Qx, Qy), float64
+    ndarray, shape (Rx, Ry, rows, Qy), float64
         Probe-frame phase φ(q, r̂) in rad.
     """
     xp = get_array_module(i0)
     fft = get_fft_module(xp)
     if boundary not in ("periodic", "mirror"):
         raise ValueError(f"boundary must be 'periodic' or 'mirror', got {boundary!r}")
-    rx, ry, nqx, nqy = i0.shape
+    rx, ry, width, nqy = i0.shape
     real = xp.float32 if didz.dtype == xp.float32 else xp.float64
     qx = xp.asarray(qx, dtype=xp.float64)
     qy = xp.asarray(qy, dtype=xp.float64)
+    nqx = int(qx.shape[0])
+    r0, r1 = (row0, row0 + width) if rows is None else (int(rows[0]), int(rows[1]))
+    if not (0 <= row0 and row0 + width <= nqx and row0 <= r0 < r1 <= row0 + width):
+        raise ValueError(f"rows {r0}–{r1} must lie in the window {row0}–{row0 + width} of a {nqx}-row detector")
     mirror = boundary == "mirror"
     mx, my = (2 * rx, 2 * ry) if mirror else (rx, ry)
     if batch is None:
@@ -206,39 +224,54 @@ def tie_phase(
     k2 = kx**2 + ky**2
     k2[0, 0, 0] = 1.0
     ibar = i0.mean(axis=(0, 1))
-    ibar = xp.maximum(ibar, eps * float(ibar.max()))
+    ibar = xp.maximum(ibar, eps * (float(ibar.max()) if ibar_max is None else float(ibar_max)))
     qxf = xp.broadcast_to(qx[:, None], (nqx, nqy)).reshape(-1)
     qyf = xp.broadcast_to(qy[None, :], (nqx, nqy)).reshape(-1)
     d_flat = didz.reshape(rx, ry, -1)
     i_flat = i0.reshape(rx, ry, -1)
+    shift = row0 * nqy  # flattened full-detector index → index in the window
     ib_flat = ibar.reshape(-1)
-    out = xp.empty((rx, ry, nqx * nqy), dtype=real)
+    out = xp.empty((rx, ry, (r1 - r0) * nqy), dtype=real)
     if mirror:
         if center is None:
             center = (float(np.argmin(np.abs(_host(qx)))), float(np.argmin(np.abs(_host(qy)))))
-        flips = _mirror_taps(nqx, nqy, center)
-    for s in range(0, nqx * nqy, batch):
-        sl = slice(s, s + batch)
+        flips = [[(idx - shift, w) for idx, w in taps] for taps in _mirror_taps(nqx, nqy, center)]
+        needed = np.concatenate([idx[r0 * nqy:r1 * nqy] for taps in flips for idx, _ in taps])
+        if needed.min() < 0 or needed.max() >= width * nqy:
+            raise ValueError(f"the q → −q images of rows {r0}–{r1} lie outside the window {row0}–{row0 + width}: "
+                             "give the rows mirror_rows names")
+    for s in range(r0 * nqy, r1 * nqy, batch):
+        sl = slice(s, min(s + batch, r1 * nqy))  # full-detector flattened pixels
+        local = slice(sl.start - shift, sl.stop - shift)
         if mirror:
             # the mirror image of the tile is a physical object too: its patterns at q are the tile's at
             # −q along the mirrored direction (Ψ'(q, r̂) = Ψ(Mq, Mr̂) for a symmetric probe). Solving the
             # periodic TIE on the tile plus its mirror images keeps the tilt term λq·∇I right.
-            d = _mirror_block(d_flat, sl, flips, xp).astype(real, copy=False)
-            i = _mirror_block(i_flat, sl, flips, xp).astype(real, copy=False)
+            d = _mirror_block(d_flat, sl, local, flips, xp).astype(real, copy=False)
+            i = _mirror_block(i_flat, sl, local, flips, xp).astype(real, copy=False)
         else:
-            d = d_flat[:, :, sl].astype(real)
-            i = i_flat[:, :, sl].astype(real)
+            d = d_flat[:, :, local].astype(real)
+            i = i_flat[:, :, local].astype(real)
         # φ̃ = −(2π/(λĪ))·(D̃ − λ·2πi q·K Ĩ) / (−4π²|K|²), spectral on the (extended) periodic scan
         d_hat = fft.rfft2(d, axes=(0, 1))
         i_hat = fft.rfft2(i, axes=(0, 1))
         tilt = (2j * math.pi * wavelength) * (qxf[sl] * kx + qyf[sl] * ky)
-        phi_hat = (d_hat - tilt * i_hat) * ((1.0 / (2 * math.pi * wavelength * ib_flat[sl])) / k2)
+        phi_hat = (d_hat - tilt * i_hat) * ((1.0 / (2 * math.pi * wavelength * ib_flat[local])) / k2)
         phi_hat[0, 0, :] = 0.0
-        out[:, :, sl] = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))[:rx, :ry]
-    out = out.reshape(rx, ry, nqx, nqy)
+        out[:, :, sl.start - r0 * nqy:sl.stop - r0 * nqy] = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))[:rx, :ry]
+    out = out.reshape(rx, ry, r1 - r0, nqy)
     if reference is not None:
-        out += xp.asarray(reference)[None, None]
+        out += xp.asarray(reference)[r0:r1][None, None]
     return out
+
+
+def mirror_rows(rows: tuple[int, int], nqx: int, center: float) -> tuple[int, int]:
+    """Detector rows [start, stop) that the mirror-boundary TIE of ``rows`` reads: the rows themselves and
+    the taps of their q_x → −q_x images about ``center`` (the detector pixel of q_x = 0)."""
+    idx, _ = _flip_taps(nqx, center)
+    part = idx[rows[0]:rows[1]].ravel()
+    lo, hi = min(rows[0], int(part.min())), max(rows[1], int(part.max()) + 1)
+    return lo, hi
 
 
 def forward_differences(phase: Any, *, step: tuple[float, float]):

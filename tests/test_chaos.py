@@ -37,7 +37,7 @@ def store(tmp_path_factory):
 
 
 class KillOnce(TIE):
-    """TIE, but the first tile's phase (in any worker) kills its worker process; marker file makes it once only
+    """TIE, but the first tile's phase or field (in any worker) kills its worker process; marker file makes it once only
     (``always``: every call kills its worker). Picklable: the marker is a path."""
 
     def __init__(self, marker, *, always=False):
@@ -47,15 +47,23 @@ class KillOnce(TIE):
     def identity(self) -> tuple:
         return ("tie-kill-once", self.eps, self.marker, self.always)
 
-    def phase(self, intensity, geometry, *, boundary):
+    def _die_once(self):
         if self.always:
             os._exit(3)
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return super().phase(intensity, geometry, boundary=boundary)
+            return
         os.close(fd)
         os._exit(3)
+
+    def phase(self, intensity, geometry, *, boundary):  # one tile
+        self._die_once()
+        return super().phase(intensity, geometry, boundary=boundary)
+
+    def field(self, intensity, geometry):  # several tiles (the global path)
+        self._die_once()
+        return super().field(intensity, geometry)
 
 
 @pytest.mark.slow
@@ -88,7 +96,7 @@ def test_a_tile_that_kills_every_worker_is_named_in_one_line(store, tmp_path):
     msg = str(err.value)
     assert "\n" not in msg
     assert "died 2 times" in msg and "out of memory" in msg
-    assert "scan position Rx=" in msg and "tile-" in msg
+    assert "scan position Rx=" in msg and "field-" in msg and "of the tile" in msg
 
 
 def _wait_for_tiles(cache, n, proc, timeout=120):

@@ -1,6 +1,7 @@
 """The dashboard of a local-cluster run, fetched over loopback as a user's browser fetches it: the status page
 is served at the printed link, and the run's tasks reach the dashboard server's task feed named by method
-and tile (``tie-tile-X-Y-…``: the task stream colours them by ``tie-tile`` and shows the tile on hover)."""
+and tile (``tie-field-X-Y-…``, ``tie-project-X-Y-…``: the task stream colours them by ``tie-field`` … and
+shows the tile on hover)."""
 
 import asyncio
 import json
@@ -68,14 +69,17 @@ def test_the_status_page_is_served_and_the_runs_tasks_appear_by_method_and_tile(
         end = time.monotonic() + 20
         while time.monotonic() < end:
             # one message per finished task and action (compute, transfer …), as the task stream draws them
-            done = {m["key"] for m in feed.messages if m.get("name") == "transition" and m.get("action") == "compute"}
-            if sum(k.startswith("tie-tile-") for k in done) >= 4:
+            done = {m["key"] for m in feed.messages if m.get("name") == "transition" and m.get("action") == "compute"
+                    and isinstance(m.get("key"), str)}  # array chunks' keys are tuples (JSON lists)
+            if sum(k.startswith("tie-project-") for k in done) >= 4:
                 break
             time.sleep(0.1)
         feed.stop.set()
         feed.join(5)
-    tiles = sorted(re.match(r"tie-tile-(\d+)-(\d+)-[0-9a-f]+$", k).groups() for k in done if k.startswith("tie-tile-"))
-    assert tiles == [("0", "0"), ("0", "8"), ("8", "0"), ("8", "8")]  # each tile by its first scan position
+    for stage in ("field", "project"):  # TIE on several tiles: a field, then a projection, per tile
+        tiles = sorted(re.match(rf"tie-{stage}-(\d+)-(\d+)-[0-9a-f]+$", k).groups() for k in done
+                       if k.startswith(f"tie-{stage}-"))
+        assert tiles == [("0", "0"), ("0", "8"), ("8", "0"), ("8", "8")]  # each tile by its first scan position
     workers = {m["worker"] for m in feed.messages
-               if m.get("name") == "transition" and m.get("key", "").startswith("tie-tile-")}
+               if m.get("name") == "transition" and str(m.get("key", "")).startswith("tie-field-")}
     assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)

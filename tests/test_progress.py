@@ -83,8 +83,9 @@ def test_an_in_process_run_reports_its_tiles(scan, capsys):
     capsys.readouterr()
     reconstruct(str(scan), get_method("tie"), tile_size=8, halo=4, progress=True)
     lines = _finals(capsys.readouterr().err)
-    assert lines[0].startswith("tie: tiles 0/4")
-    assert re.match(r"tie: tiles 4/4 · \d+:\d\d elapsed · done$", lines[-1]), lines
+    # TIE on several tiles: a field per tile, then a projection per tile (the global path)
+    assert lines[0].startswith("tie: fields 0/4, projections 0/4")
+    assert re.match(r"tie: fields 4/4, projections 4/4 · \d+:\d\d elapsed · done$", lines[-1]), lines
 
 
 def test_a_distributed_run_reports_its_tiles_and_names_them_in_the_task_stream(scan, capsys):
@@ -99,6 +100,6 @@ def test_a_distributed_run_reports_its_tiles_and_names_them_in_the_task_stream(s
                           progress=True)
         lines = _finals(capsys.readouterr().err)
         prefixes = set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes)))
-    assert re.match(r"tie: tiles 4/4 · \d+:\d\d elapsed · done$", lines[-1]), lines
-    assert "tie-tile" in prefixes
+    assert re.match(r"tie: fields 4/4, projections 4/4 · \d+:\d\d elapsed · done$", lines[-1]), lines
+    assert {"tie-field", "tie-project"} <= prefixes
     assert np.isfinite(res.phase).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backend import cupy_available
 from ..cluster import ClusterError, parse_address
 from ..pairs import pair as _pair
 
@@ -111,8 +112,6 @@ def device_of(args: argparse.Namespace) -> str:
     if device == "auto":
         return "gpu" if args.gpus else "cpu"
     if device == "gpu" and not (args.gpus or args.scheduler or args.scheduler_file):
-        from ..backend import cupy_available
-
         if not cupy_available():  # the tasks run here: say so now, not from inside the first task
             raise ValueError("--device gpu: no CuPy with a usable NVIDIA GPU in this process; install "
                              "'flowtie-dask[gpu]' on a GPU machine, or use --device cpu")

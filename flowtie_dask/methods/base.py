@@ -8,9 +8,10 @@ In the spirit of LiberTEM's UDFs, a method is one small class. It **declares**
 
   ``"tile"``    one pass: the probe-frame phase of every pattern of a haloed tile
                 (:meth:`Method.phase`), projected onto the object by the runner (TIE);
-  ``"field"``   two passes: a gradient field per tile (:meth:`Method.field`), integrated over the whole
-                scan per block of detector pixels, then projected (FlowTIE on several tiles; on one tile
-                the runner integrates within it, like ``"tile"``);
+  ``"field"``   two passes: a field per tile (:meth:`Method.field`), solved over the whole scan per block of
+                detector rows (:meth:`Method.integrate`; default: the field is a phase gradient and is
+                integrated), then projected (FlowTIE, and TIE, whose field is ∂I/∂C10 and I₀, on several
+                tiles; on one tile the runner calls :meth:`Method.phase` on it, like ``"tile"``);
   ``"reduce"``  a per-pattern reduction of every tile's interior (:meth:`Method.reduce`), the partials
                 merged and finalised into the object by the method (:meth:`Method.finalize`) (iCoM);
   ``"whole"``   needs the whole scan at once (:meth:`Method.run_whole`) (gradient descent);
@@ -26,6 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+import numpy as np
+
+from ..integrate import integrate_gradient, zero_mean_gradient
 
 __all__ = ["KINDS", "Method", "Needs", "Option"]
 
@@ -48,12 +53,16 @@ class Needs:
     memory : int
         Whole-scan methods: bytes it needs at least on its device, the scans included (the runner refuses
         the run before reading anything when they are not available).
+    field_halo : int, optional
+        Field methods on the global path: the halo the field stage needs (None: ``halo``; 0 for a field that
+        is a pointwise function of the patterns, so the tiles are read without overlap).
     """
 
     halo: int = 0
     whole_scan: bool = False
     defocus: tuple[int, ...] | None = None
     memory: int = 0
+    field_halo: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,15 +142,50 @@ class Method:
 
     # kind "field" ---------------------------------------------------------------------------------
     def field(self, intensity: Any, geometry):
-        """Gradient field of every pattern of an oriented haloed tile.
+        """The field of every pattern of an oriented haloed tile (what :meth:`integrate` solves).
 
         Returns
         -------
         i0 : ndarray, shape (hx, hy, Qx, Qy)
         g : ndarray, shape (2, hx, hy, Qx, Qy)
-            Forward differences over the scan axes of the probe-frame phase, rad/Å.
+            By default forward differences over the scan axes of the probe-frame phase, rad/Å.
         """
         raise NotImplementedError(f"method {self.name!r} predicts no gradient field")
+
+    def field_rows(self, rows: tuple[int, int], geometry, *, boundary: str) -> tuple[int, int]:
+        """Detector rows [start, stop) of the whole scan's field that :meth:`integrate` of ``rows`` reads
+        (default: ``rows`` only)."""
+        return rows
+
+    def field_summary(self, field: Any) -> float | None:
+        """A number from one block of the whole scan's field, (2, Rx, Ry, qb, Qy), that :meth:`integrate`
+        needs of the whole field (the summaries of all blocks are merged by ``max``); default None."""
+        return None
+
+    def integrate(self, field: Any, geometry, *, boundary: str, row0: int, rows: tuple[int, int],
+                  summary: float | None = None):
+        """Stage 2 of the global path: the probe-frame phase of detector ``rows`` over the whole scan.
+
+        Parameters
+        ----------
+        field : ndarray, shape (2, Rx, Ry, W, Qy)
+            The whole scan's field on detector rows ``row0 … row0 + W − 1`` (what :meth:`field_rows` asked).
+        boundary : {"periodic", "mirror"}
+        rows : (int, int)
+            Detector rows [start, stop) to return.
+        summary : float, optional
+            The largest :meth:`field_summary` over all blocks.
+
+        Returns
+        -------
+        ndarray, shape (Rx, Ry, stop − start, Qy), float32
+            rad, less the probe's phase arg P̃(q) (the runner adds it back when projecting). Default: the
+            field is the forward-difference gradient; a non-periodic scan's field less its mean per detector
+            pixel (:func:`~flowtie_dask.integrate.zero_mean_gradient`), integrated.
+        """
+        g = field[:, :, :, rows[0] - row0:rows[1] - row0]
+        gx, gy = zero_mean_gradient(g[0], g[1], boundary=boundary)
+        return integrate_gradient(gx, gy, step=geometry.scan_step, kind="forward", boundary=boundary).astype(np.float32)
 
     # kind "reduce" --------------------------------------------------------------------------------
     def reduce(self, intensity: Any, geometry) -> dict:

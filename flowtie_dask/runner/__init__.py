@@ -134,8 +134,11 @@ def reconstruct(
         raise ValueError(f"integration must be 'auto', 'tile' or 'global', got {integration!r}")
     tiles = plan_tiles(geometry.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
     if integration == "global" and method.kind != "field":
-        raise ValueError(f"integration='global' needs a method that predicts gradient fields, not {method.name!r}")
+        raise ValueError(f"integration='global' needs a field method (FlowTIE, TIE), not {method.name!r}")
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
+    if use_global and needs.field_halo is not None and needs.field_halo != halo:
+        halo = min(needs.field_halo, max(geometry.scan_shape))  # e.g. TIE's pointwise field: no overlap to read
+        tiles = plan_tiles(geometry.scan_shape, tile_size, halo, periodic=periodic)
     done = set()
     if cache is not None:
         os.makedirs(cache, exist_ok=True)

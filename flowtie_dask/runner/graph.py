@@ -1,6 +1,6 @@
-"""The runner's Dask graphs: one pass over tiles (partial projections), the two-pass global integration of
-gradient fields (fields → rechunk to detector-pixel blocks → integration → projection), and the tree sum of
-partials. Tasks are named ``METHOD-KIND-X-Y-TOKEN`` after the method and the tile's first scan position (the names
+"""The runner's Dask graphs: one pass over tiles (partial projections), the two-pass global path of field methods
+(fields per tile → rechunk to blocks of detector rows → the method's ``integrate`` of each block, with the
+neighbouring blocks it asks for → projection per tile), and the tree sum of partials. Tasks are named ``METHOD-KIND-X-Y-TOKEN`` after the method and the tile's first scan position (the names
 the dashboard's task stream and the progress line show).
 """
 
@@ -10,8 +10,9 @@ import os
 
 import numpy as np
 
+from ..methods.base import Method
 from ..quality import BlockReport
-from .tasks import _integrate_block, field_task, project_task
+from .tasks import field_summary_task, field_task, integrate_task, merge_summaries, project_task
 from .tiles import load_field, load_partial
 
 __all__ = ["accumulate", "global_parts", "run_token", "tile_name"]
@@ -74,8 +75,24 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     # #12055; seen on a 256×256 scan), and P2P's disk buffers would not help these ≤ 64 MiB blocks anyway
     g = g.rechunk((2, rx, ry, qb, qy), method="tasks")
     boundary = "periodic" if periodic else "mirror"
-    phase = g.map_blocks(_integrate_block, step=geometry.scan_step, boundary=boundary, drop_axis=0,
-                         dtype=np.float32)
+    field_blocks = g.to_delayed(optimize_graph=False)[0, 0, 0, :, 0]  # detector-row blocks of the whole field
+    edges = [0, *np.cumsum(g.chunks[3]).tolist()]
+    summary = None
+    if type(method).field_summary is not Method.field_summary:
+        part = dask.delayed(field_summary_task, pure=True)
+        summary = dask.delayed(merge_summaries, pure=True)(*[part(b, method=method) for b in field_blocks])
+    solve = dask.delayed(integrate_task, pure=True)
+    columns = []
+    for k in range(len(field_blocks)):
+        span = (edges[k], edges[k + 1])
+        lo, hi = method.field_rows(span, geometry, boundary=boundary)
+        first = int(np.searchsorted(edges, lo, side="right") - 1)
+        last = int(np.searchsorted(edges, hi, side="left"))
+        task = solve(*field_blocks[first:last], method=method, geometry=geometry, boundary=boundary,
+                     row0=edges[first], rows=span, summary=summary,
+                     dask_key_name=f"{method.name}-integrate-{span[0]}-{token}")
+        columns.append(da.from_delayed(task, shape=(rx, ry, span[1] - span[0], qy), dtype=np.float32))
+    phase = da.concatenate(columns, axis=2)
     phase = phase.rechunk((tuple(len(grid[(x0, starts_y[0])].xs) for x0 in starts_x),
                            tuple(len(grid[(starts_x[0], y0)].ys) for y0 in starts_y), (qx,), (qy,)),
                           method="tasks")

@@ -12,14 +12,13 @@ import numpy as np
 
 from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
-from ..integrate import zero_mean_gradient
 from ..quality import BlockReport
 from ..reconstruct import project_tile, reconstruct_tile
-from ..tie import integrate_gradient
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
-__all__ = ["field_task", "load_reduction", "project_task", "reduce_task", "tile_task"]
+__all__ = ["field_summary_task", "field_task", "integrate_task", "load_reduction", "merge_summaries", "project_task",
+           "reduce_task", "tile_task"]
 
 
 def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, periodic: bool,
@@ -45,7 +44,7 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
 
 def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, device: str = "cpu",
                cache: str | None = None, name: str = "", bright_field=None):
-    """Stage 1 of the global integration: ``method.field`` of a tile's interior positions.
+    """Stage 1 of the global path: ``method.field`` of a tile's interior positions.
 
     With ``cache``, the field and the block's repair report are also written there atomically
     (``NAME.npz``) so that a resumed run skips the model on this tile (the field is 2/3 of the tile's
@@ -53,7 +52,7 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
 
     Returns
     -------
-    field : ndarray, shape (2, tx, ty, Qx, Qy), float32 (host), rad/Å
+    field : ndarray, shape (2, tx, ty, Qx, Qy), float32 (host) (a gradient in rad/Å for FlowTIE)
     report : BlockReport
         Values repaired in the tile's haloed block (all three defocus values).
     """
@@ -68,12 +67,25 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     return g, report
 
 
-def _integrate_block(g, *, step, boundary):
-    """Stage 2: integrate a detector-pixel block of the whole scan's field, (2, Rx, Ry, qb, Qy) → (Rx, Ry, qb, Qy);
-    a non-periodic scan's field less its mean per detector pixel first (:func:`~flowtie_dask.integrate.
-    zero_mean_gradient`)."""
-    gx, gy = zero_mean_gradient(g[0], g[1], boundary=boundary)
-    return integrate_gradient(gx, gy, step=step, kind="forward", boundary=boundary).astype(np.float32)
+def integrate_task(*blocks, method, geometry: ReconstructionGeometry, boundary: str, row0: int,
+                   rows: tuple[int, int], summary=None):
+    """Stage 2: ``method.integrate`` of detector ``rows`` over the whole scan, from the consecutive blocks of
+    the whole scan's field that hold the rows it reads (each (2, Rx, Ry, qb, Qy); the first starts at detector
+    row ``row0``) → (Rx, Ry, stop − start, Qy) float32."""
+    field = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=3)
+    return np.asarray(method.integrate(field, geometry, boundary=boundary, row0=row0, rows=rows, summary=summary),
+                      dtype=np.float32)
+
+
+def field_summary_task(block, *, method):
+    """``method.field_summary`` of one block of the whole scan's field (a float or None)."""
+    return method.field_summary(block)
+
+
+def merge_summaries(*values):
+    """The largest of the blocks' summaries (None when the method has none)."""
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,

@@ -318,13 +318,11 @@ def write_scan_store(
         _fail(f"scan {scan_shape} and detector {detector_shape} must have at least one pixel")
     chunks = tuple(chunks) if chunks else default_chunks(scan_shape, detector_shape, itemsize=np.dtype(dtype).itemsize)
     chunks = (min(chunks[0], scan_shape[0]), min(chunks[1], scan_shape[1]))
-    if shards is not None:
+    if shards is not None:  # clipped to the scan, then rounded up to whole chunks
         shards = (min(int(shards[0]), scan_shape[0]), min(int(shards[1]), scan_shape[1]))
         if any(s % c for s, c in zip(shards, chunks)) and shards != scan_shape:
             _fail(f"shards {shards} must be whole multiples of the chunks {chunks} (scan positions)")
-        # a shard clipped to the scan must still hold whole chunks
         shards = tuple(-(-s // c) * c for s, c in zip(shards, chunks))
-    compressors = _compressors(codec)
     try:
         check_output(path, overwrite=overwrite)
     except ValueError as exc:
@@ -341,7 +339,7 @@ def write_scan_store(
             chunks=(1,) + chunks + detector_shape,
             shards=None if shards is None else (1,) + shards + detector_shape,
             dtype=dtype,
-            compressors=compressors,
+            compressors=_compressors(codec),
             dimension_names=("defocus", "Rx", "Ry", "Qx", "Qy"),
             fill_value=0,
             config={"write_empty_chunks": True},

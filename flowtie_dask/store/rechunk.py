@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ..cluster import compute
 from .integrity import read_block
 from .layout import open_scan_store, write_scan_store
 from .metadata import ScanStoreError, default_chunks
@@ -79,8 +80,6 @@ def rechunk_store(src: str | os.PathLike, dst: str | os.PathLike, *, layout: str
     """
     import dask
     import zarr
-
-    from ..cluster import compute
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")

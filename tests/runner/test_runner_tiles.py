@@ -34,17 +34,27 @@ def small(tmp_path_factory):
                                                   gpts=32), str(path), progress=False)
 
 
-def test_tiled_equals_whole_scan(gaas64):
-    whole = reconstruct(gaas64, get_method("tie"), progress=False)
-    tiled = reconstruct(gaas64, get_method("tie"), tile_size=32, halo=16, progress=False)
-    assert tiled.attrs["n_tiles"] == 4
+@pytest.mark.parametrize("periodic", [True, False])
+def test_tiled_equals_whole_scan(gaas64, periodic):
+    """TIE on tiles is solved over the whole scan per block of detector rows: it equals the whole-scan TIE to
+    rounding, periodic or not (a non-periodic block reads the rows of its q → −q images from its neighbours),
+    and reads the tiles without a halo."""
+    whole = reconstruct(gaas64, get_method("tie"), periodic=periodic, progress=False)
+    assert whole.attrs["integration"] == "tile" and whole.attrs["n_tiles"] == 1
     ev = evaluate_result(whole, gaas64)
-    mse_whole_truth = ev["mse"]
-    d = np.angle(np.exp(1j * (tiled.phase - whole.phase)))
-    mse_tiled_whole = float(np.mean((d - d.mean()) ** 2))
-    assert mse_whole_truth < 0.5 * ev["truth_variance"]
-    assert mse_tiled_whole <= 0.05 * mse_whole_truth
-    np.testing.assert_allclose(tiled.illumination, whole.illumination, rtol=1e-5)
+    assert ev["mse"] < 0.5 * ev["truth_variance"]
+    for tile in (32, (16, 48), (40, 24)):
+        tiled = reconstruct(gaas64, get_method("tie"), tile_size=tile, halo=16, periodic=periodic, progress=False)
+        assert tiled.attrs["integration"] == "global" and tiled.attrs["halo"] == 0 and tiled.attrs["n_tiles"] > 1
+        d = tiled.phase - whole.phase
+        np.testing.assert_allclose(d - d.mean(), 0, atol=1e-5)
+        np.testing.assert_allclose(tiled.illumination, whole.illumination, rtol=1e-5)
+    # solving within each haloed tile instead (the tile path) differs (measured: 3.5 % of the whole-scan MSE on
+    # the periodic scan, 93 % on the non-periodic one, mostly in the weakly lit border)
+    local = reconstruct(gaas64, get_method("tie"), tile_size=32, halo=16, periodic=periodic, integration="tile",
+                        progress=False)
+    d = np.angle(np.exp(1j * (local.phase - whole.phase)))
+    assert local.attrs["integration"] == "tile" and float(np.mean((d - d.mean()) ** 2)) > 1e-3 * ev["mse"]
 
 
 @pytest.mark.parametrize("tile", [None, (12, 12), (10, 7), (24, 5)])
@@ -56,7 +66,7 @@ def test_dask_pipeline_equals_the_plain_kernels(small, tile):
     tie, handle = get_method("tie"), StoreHandle(st.path)
     num, ill, _ = accumulate(shape, *[tile_task(handle, g, t, method=tie, periodic=True) for t in tiles])  # inline
     expected = np.angle(divide_illumination(num, ill))
-    res = reconstruct(small, tie, tile_size=tile, halo=4, progress=False)
+    res = reconstruct(small, tie, tile_size=tile, halo=4, progress=False, integration="tile")
     np.testing.assert_allclose(res.illumination, ill, rtol=1e-10)
     np.testing.assert_allclose(np.angle(np.exp(1j * (res.phase - expected))), 0, atol=1e-6)
 
