@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
                         "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
     p.add_argument("--halo", type=nonnegative_int, default=None, metavar="N",
                    help="scan positions read around each tile (default: 16; at most the scan's size)")
+    p.add_argument("--integration", choices=("auto", "tile", "global"), default="auto",
+                   help="field methods (tie, flowtie) on several tiles: solve over the whole scan per block of "
+                        "detector rows (global, exact: tiled = whole scan; auto does so) or within each haloed "
+                        "tile (tile)")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
     m = p.add_argument_group("method options (from the method registry)")
@@ -90,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         record = reconstruction_record(
             args.store, method=args.method, model=method.attrs().get("model"),
             parameters={"tile_size": list(tile) if isinstance(tile, tuple) else tile, "halo": halo,
-                        "periodic": args.periodic, "device": device, "method": list(method.identity())})
+                        "periodic": args.periodic, "device": device, "method": list(method.identity()),
+                        "integration": args.integration})
         workspace = resume_workspace(args.out, record=record, resume=args.resume, overwrite=args.overwrite,
                                      inputs=inputs)
     with workspace as cache:
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                             announce=lambda s: print(s, file=sys.stderr)) as client:
             result = reconstruct(st, method, tile_size=tile, halo=halo, periodic=periodic, client=client,
                                  progress=not args.no_progress, device=device, cache=cache,
-                                 keep_fields=args.keep_fields)
+                                 keep_fields=args.keep_fields, integration=args.integration)
         path = write_result(result, args.out, overwrite=args.overwrite)
         args.resume_note, args.published = "", path
     if result.attrs.get("tiles_reused"):

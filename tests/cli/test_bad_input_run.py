@@ -279,3 +279,21 @@ def test_device_gpu_without_a_gpu_here_is_refused(clean, tmp_path, capsys):
     out = tmp_path / "r.zarr"
     assert_refused(_run(clean, out, "--device", "gpu"), match=r"--device gpu: no CuPy", inputs=[clean],
                    outputs=[out], capsys=capsys)
+
+
+def test_integration_global_for_a_method_without_a_field_is_refused(clean, tmp_path, capsys):
+    out = tmp_path / "r.zarr"
+    assert_refused(_run(clean, out, "--method", "icom", "--integration", "global", "--tile-size", "4"),
+                   match=r"integration='global' needs a field method", inputs=[clean], outputs=[out], capsys=capsys)
+
+
+def test_integration_tile_and_global_both_run_and_differ_for_tie(clean, tmp_path):
+    from flowtie_dask.results import open_result
+
+    outs = {}
+    for mode in ("tile", "global"):
+        outs[mode] = tmp_path / f"{mode}.zarr"
+        assert main(_run(clean, outs[mode], "--tile-size", "4", "--integration", mode)) == 0
+    a, b = open_result(str(outs["tile"])), open_result(str(outs["global"]))
+    assert a.attrs["integration"] == "tile" and b.attrs["integration"] == "global"
+    assert not np.allclose(a.phase, b.phase)
