@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if result.attrs.get("tiles_reused"):
         print(f"resumed: {result.attrs['tiles_reused']} finished tiles loaded, {result.attrs['tiles_computed']} "
               "computed", file=sys.stderr)
+    if result.attrs.get("integration_reason"):
+        print(f"note: {result.attrs['integration_reason']}", file=sys.stderr)
     if result.attrs.get("assumed"):
         level, line = result.attrs["assumed"]
         print(f"{level}: {line}", file=sys.stderr)

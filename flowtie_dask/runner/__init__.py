@@ -136,6 +136,13 @@ def reconstruct(
     if integration == "global" and method.kind != "field":
         raise ValueError(f"integration='global' needs a field method (FlowTIE, TIE), not {method.name!r}")
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
+    field_bytes = 2 * geometry.scan_shape[0] * geometry.scan_shape[1] * geometry.detector_shape[0] * \
+        geometry.detector_shape[1] * 4
+    if use_global and integration == "auto" and field_bytes > 0.5 * _memory_of(client):
+        use_global = False  # the whole scan's field (held in the workers' memory) would not fit: solve per tile
+        attrs["integration_reason"] = (f"the whole scan's field ({field_bytes / 2**30:.1f} GiB) is over half the "
+                                       f"memory of the workers ({_memory_of(client) / 2**30:.1f} GiB): solved "
+                                       "within each tile (--integration global forces the exact path)")
     if use_global and needs.field_halo is not None and needs.field_halo != halo:
         halo = min(needs.field_halo, max(geometry.scan_shape))  # e.g. TIE's pointwise field: no overlap to read
         tiles = plan_tiles(geometry.scan_shape, tile_size, halo, periodic=periodic)
@@ -183,6 +190,21 @@ def reconstruct(
     return _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs, report, start=start,
                    tile_size=list(tile_size) if tile_size else None, halo=halo, n_tiles=len(tiles), reused=reused,
                    computed=len(names) - reused)
+
+
+def _memory_of(client) -> float:
+    """Bytes the run's workers may use: the sum of the distributed workers' memory limits, or this machine's
+    available memory for in-process runs (inf when unknown)."""
+    if client is not None and not isinstance(client, str):
+        limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
+        if limits and all(limits):
+            return float(sum(limits))
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no measurement: no limit
+        return float("inf")
 
 
 def _read_out(obj, ill, *, periodic: bool, what: str):
@@ -236,6 +258,7 @@ def _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs,
         "data_repairs_summary": report.summary(),
     })
     attrs.setdefault("fields_reused", None)
+    attrs.setdefault("integration_reason", None)
     return ReconstructionResult(phase=phase, amplitude=amplitude, illumination=ill, pixel_size=pixel,
                                 origin=origin, periodic=periodic, attrs=attrs)
 

@@ -57,6 +57,20 @@ def test_tiled_equals_whole_scan(gaas64, periodic):
     assert local.attrs["integration"] == "tile" and float(np.mean((d - d.mean()) ** 2)) > 1e-3 * ev["mse"]
 
 
+def test_auto_solves_per_tile_when_the_whole_field_would_not_fit(small, monkeypatch):
+    """The global path holds the whole scan's field in the workers' memory; "auto" takes it only when that is
+    under half of their memory, and says why when it does not; "global" forces it."""
+    import flowtie_dask.runner as runner
+
+    monkeypatch.setattr(runner, "_memory_of", lambda client: 1e6)  # 1 MB of workers
+    res = reconstruct(small, get_method("tie"), tile_size=12, halo=4, progress=False)
+    assert res.attrs["integration"] == "tile" and "over half the memory" in res.attrs["integration_reason"]
+    forced = reconstruct(small, get_method("tie"), tile_size=12, halo=4, progress=False, integration="global")
+    assert forced.attrs["integration"] == "global" and forced.attrs["integration_reason"] is None
+    monkeypatch.setattr(runner, "_memory_of", lambda client: 1e12)
+    assert reconstruct(small, get_method("tie"), tile_size=12, halo=4, progress=False).attrs["integration"] == "global"
+
+
 @pytest.mark.parametrize("tile", [None, (12, 12), (10, 7), (24, 5)])
 def test_dask_pipeline_equals_the_plain_kernels(small, tile):
     st = open_scan_store(small)
