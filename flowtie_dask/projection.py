@@ -122,12 +122,36 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
         ix, iy = ix % nx, iy % ny
     elif int(ix.min()) < 0 or int(iy.min()) < 0 or int(ix.max()) >= nx or int(iy.max()) >= ny:
         raise ValueError("a probe window falls outside the object grid; enlarge the object or use periodic=True")
+    if xp is np and qx <= nx and qy <= ny:
+        return _window_sums(num, den, ix[:, 0] - ux[0] - qx // 2, iy[:, 0] - uy[0] - qy // 2, (nx, ny))
     flat = (ix[:, :, None] * ny + iy[:, None, :]).reshape(-1)
     n = nx * ny
     re = xp.bincount(flat, weights=num.real.reshape(-1), minlength=n)
     im = xp.bincount(flat, weights=num.imag.reshape(-1), minlength=n)
     ill = xp.bincount(flat, weights=den.reshape(-1), minlength=n)
     return (re + 1j * im).reshape(nx, ny), ill.reshape(nx, ny)
+
+
+def _window_sums(num, den, sx, sy, shape):
+    """The overlap-add on the CPU as one window add per position (a few µs each) instead of a scatter of every
+    window pixel (``bincount``: ~6× slower): windows in FFT order are centred, added at their first object pixel
+    (``sx``, ``sy``: the object pixel of the window's index 0 after centring, in [0, N) for a periodic object) on
+    a grid one window wider, whose overhang is then folded back (periodic) — the same sums as the scatter."""
+    b, qx, qy = num.shape
+    nx, ny = shape
+    sx, sy = np.asarray(sx) % nx, np.asarray(sy) % ny
+    wnum = np.fft.fftshift(num, axes=(-2, -1))
+    wden = np.fft.fftshift(den, axes=(-2, -1))
+    acc = np.zeros((nx + qx, ny + qy), dtype=np.complex128)
+    ill = np.zeros((nx + qx, ny + qy), dtype=np.float64)
+    for k in range(b):
+        x, y = int(sx[k]), int(sy[k])
+        acc[x:x + qx, y:y + qy] += wnum[k]
+        ill[x:x + qx, y:y + qy] += wden[k]
+    for a in (acc, ill):  # fold the overhang back: rows, then columns (a window is never wider than the grid)
+        a[:qx] += a[nx:nx + qx]
+        a[:, :qy] += a[:, ny:ny + qy]
+    return acc[:nx, :ny].copy(), ill[:nx, :ny].copy()
 
 
 def divide_illumination(numerator: Any, illumination: Any, *, eps: float = 1e-3):

@@ -91,3 +91,40 @@ def test_unwrap_recovers_a_ramp_beyond_pi():
     np.testing.assert_allclose(out - out[0, 0], true - true[0, 0], atol=1e-9)
     small = 0.3 * np.sin(x)[:, None] * np.ones(40)
     np.testing.assert_array_equal(unwrap(small), small)  # nothing to unwrap: untouched
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+@pytest.mark.parametrize("step", [1.0, 0.7, 2.3])
+def test_the_cpu_window_adds_equal_the_scatter_of_every_pixel(periodic, step):
+    """overlap_add on NumPy adds one window per position (folding a periodic overhang back); the sums equal the
+    plain scatter of every window pixel (bincount) for whole-pixel, sub-pixel and coarse steps, windows that
+    wrap around a periodic object included."""
+    import flowtie_dask.projection as projection
+
+    rng = np.random.default_rng(3)
+    q, n = 8, (20 if periodic else 26)
+    spectra = (rng.standard_normal((30, q, q)) + 1j * rng.standard_normal((30, q, q))).astype(np.complex64)
+    probe = (rng.standard_normal((q, q)) + 1j * rng.standard_normal((q, q))).astype(np.complex64)
+    grid = np.stack(np.meshgrid(np.arange(6), np.arange(5), indexing="ij"), -1).reshape(-1, 2) * step
+    positions = grid + (0.0 if periodic else q // 2 + 2.5) + (rng.random((30, 2)) * 0.3 if step != 1.0 else 0)
+    if periodic:
+        positions = positions + 15.0  # windows cross the edge of the 20×20 object and wrap
+    fast = projection.overlap_add(spectra, probe, positions, (n, n), periodic=periodic, offset=(1, 2))
+    ref_num = np.zeros((n, n), complex)
+    ref_ill = np.zeros((n, n))
+    psi = projection.shifted_windows(spectra, positions - np.floor(positions))
+    pr = projection.shifted_windows(np.broadcast_to(probe, spectra.shape), positions - np.floor(positions))
+    u = np.fft.ifftshift(np.arange(q) - q // 2)
+    for k in range(len(positions)):  # the slow, obvious reference: every window pixel to its object pixel
+        wx, wy = np.floor(positions[k]).astype(int) - (1, 2)
+        for a in range(q):
+            for b in range(q):
+                x, y = wx + u[a], wy + u[b]
+                if periodic:
+                    x, y = x % n, y % n
+                ref_num[x, y] += psi[k, a, b] * np.conj(pr[k, a, b])
+                ref_ill[x, y] += abs(pr[k, a, b]) ** 2
+    scale = np.abs(ref_num).max()  # complex64 windows: products agree to single precision
+    np.testing.assert_allclose(fast[0], ref_num, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(fast[1], ref_ill, rtol=0, atol=1e-6 * ref_ill.max())
+
