@@ -16,7 +16,8 @@ and the phase MSE against the truth.
   its floor is a third of that.
 * The methods run through ``flowtie_dask.runner.reconstruct`` on 64×64 tiles with a 16-position halo (the
   runner's choice for big scans); whole-scan methods (gradient descent) only on the smallest scan.
-* Each (workers, method) gets a fresh local cluster, so a worker's peak RSS is that method's; an untimed
+* Each (workers, method) gets a fresh local cluster, so a worker's peak RSS (sampled every 50 ms) is that
+  method's; an untimed
   warm-up run on the 64² scan first (imports, the model, the page cache), so the figures are throughput,
   not start-up. Whole-scan methods run once, cold (one task on one worker).
 * The scans: GaAs 2×2 cells, 5.7 Å, at the paper's sampling, simulated once (64×64 positions) and repeated
@@ -92,10 +93,28 @@ def tiled_gaas_store(out: str, size: int, layout: str = "default") -> str:
     return dst
 
 
-def _peak_rss_mb() -> float:
-    import resource
+def _start_rss_sampler(dask_worker, interval: float = 0.05) -> None:
+    """In a worker: sample this process's RSS every ``interval`` s in a thread, keeping the largest
+    (``ru_maxrss`` is no use here: a worker process inherits its parent's high-water mark)."""
+    import threading
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    import psutil
+
+    proc = psutil.Process()
+    state = {"peak": proc.memory_info().rss, "run": True}
+
+    def loop():
+        while state["run"]:
+            state["peak"] = max(state["peak"], proc.memory_info().rss)
+            time.sleep(interval)
+
+    threading.Thread(target=loop, daemon=True).start()
+    dask_worker.flowtie_rss = state  # kept on the worker: this function arrives pickled by value
+
+
+def _peak_rss_mb(dask_worker) -> float:
+    state = getattr(dask_worker, "flowtie_rss", None)
+    return state["peak"] / 2**20 if state else float("nan")
 
 
 def _floor_task(handle, xs, ys):
@@ -160,7 +179,12 @@ def main():
     parser.add_argument("--plot", default="throughput.png")
     parser.add_argument("--json", default=None, help="also write the rows as JSON")
     parser.add_argument("--out", default="throughput_data")
+    parser.add_argument("--replot", default=None, metavar="JSON", help="only draw --plot from the rows of a --json")
     args = parser.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            plot(json.load(f), args.plot)
+        return 0
     methods = list(REGISTRY) if args.methods == ["all"] else args.methods
     counts = [args.gpus] if args.gpus else args.workers
     print(f"load average before: {os.getloadavg()[0]:.2f}; cores: {os.cpu_count()}; layout {args.layout}")
@@ -184,6 +208,7 @@ def main():
         for w in counts:
             kw = dict(gpus=w) if args.gpus else dict(workers=w)
             with cluster_client(threads=args.threads, dashboard=None, announce=None, **kw) as client:
+                client.run(_start_rss_sampler)
                 floor_seconds(path, client)  # warm-up: page cache, imports on the workers
                 fl = min(floor_seconds(path, client) for _ in range(2))
                 rss = max(client.run(_peak_rss_mb).values())
@@ -195,6 +220,7 @@ def main():
                 if method.kind == "whole" and (size != min(args.sizes) or w != counts[0]):
                     continue  # one task on one worker: neither tiles nor workers change it
                 with cluster_client(threads=args.threads, dashboard=None, announce=None, **kw) as client:
+                    client.run(_start_rss_sampler)
                     if method.kind != "whole":  # warm-up on the 64² scan: imports, model, page cache
                         reconstruct(os.path.join(args.out, "gaas_64.zarr"), method, tile_size=TILE, halo=HALO,
                                     client=client, progress=False, device="gpu" if args.gpus else "cpu")
@@ -230,19 +256,22 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    series = sorted({(r["method"], r["workers"]) for r in rows})
+    colour = {m: f"C{i}" for i, m in enumerate(sorted({m for m, _ in series}))}
     for ax, metric, label in ((axes[0], "pos_s", "scan positions / s"), (axes[1], "ratio", "fraction of the floor")):
-        for (method, w) in sorted({(r["method"], r["workers"]) for r in rows}):
+        for (method, w) in series:
             pts = sorted((r["size"], r["pos_s"] if metric == "pos_s" else r["pos_s"] / r["floor_pos_s"])
                          for r in rows if r["method"] == method and r["workers"] == w and r.get("floor_pos_s"))
             if not pts or (metric == "ratio" and method == "floor"):
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if method == "floor" else "-o",
-                    label=f"{method} ×{w}", ms=4)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ("--" if method == "floor" else "-") + "os^v"[w % 4],
+                    color=colour[method], alpha=1.0 if w == 1 else 0.6, label=f"{method} ×{w}", ms=4)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("scan side (positions), 64×64 detector")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, ncol=2)
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle("flowtie-dask throughput (64×64 tiles, halo 16; ×N = worker processes)")
     fig.tight_layout()
