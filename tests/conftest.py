@@ -26,6 +26,18 @@ def torch_one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def gaas16(tmp_path_factory):
+    """A tiny simulated GaAs series (1 cell, 16×16 positions × 16×16 detector), shared read-only: tests that
+    change a store copy it first."""
+    from flowtie_dask.cli.main import main
+
+    path = tmp_path_factory.mktemp("gaas16") / "g.zarr"
+    assert main(["simulate", "GaAs", "--out", str(path), "--lateral-cells", "1", "--scan-pixels", "16",
+                 "--detector-pixels", "16", "--gpts", "24", "--no-progress", "--workers", "0"]) == 0
+    return path
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -15,9 +15,6 @@ import pytest
 from flowtie_dask.cli.main import main
 from flowtie_dask.results import open_result
 
-SMALL = ["--lateral-cells", "1", "--scan-pixels", "16", "--detector-pixels", "16", "--gpts", "24", "--no-progress",
-         "--workers", "0"]
-
 
 def _dask_cli() -> list[str]:
     exe = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
@@ -34,11 +31,9 @@ def _wait_for(predicate, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def scan(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cluster") / "g.zarr"
-    assert main(["simulate", "GaAs", "--out", str(path), *SMALL]) == 0
-    return path
+@pytest.fixture
+def scan(gaas16):
+    return gaas16
 
 
 @pytest.fixture

@@ -17,14 +17,9 @@ from flowtie_dask.methods import get_method
 from flowtie_dask.runner import reconstruct
 
 
-@pytest.fixture(scope="module")
-def scan(tmp_path_factory):
-    from flowtie_dask.cli.main import main
-
-    path = tmp_path_factory.mktemp("dashboard") / "g.zarr"
-    assert main(["simulate", "GaAs", "--out", str(path), "--lateral-cells", "1", "--scan-pixels", "16",
-                 "--detector-pixels", "16", "--gpts", "24", "--no-progress", "--workers", "0"]) == 0
-    return path
+@pytest.fixture
+def scan(gaas16):
+    return gaas16
 
 
 class _TaskFeed(threading.Thread):

@@ -61,14 +61,9 @@ def test_a_terminal_gets_one_line_redrawn_in_place():
     assert text.count("\n") == 1 and text.endswith("\n") and text.count("\r") == 2
 
 
-@pytest.fixture(scope="module")
-def scan(tmp_path_factory):
-    from flowtie_dask.cli.main import main
-
-    path = tmp_path_factory.mktemp("progress") / "g.zarr"
-    assert main(["simulate", "GaAs", "--out", str(path), "--lateral-cells", "1", "--scan-pixels", "16",
-                 "--detector-pixels", "16", "--gpts", "24", "--no-progress", "--workers", "0"]) == 0
-    return path
+@pytest.fixture
+def scan(gaas16):
+    return gaas16
 
 
 def _finals(err: str) -> list[str]:

@@ -13,12 +13,9 @@ from flowtie_dask.store import ScanStoreError, open_scan_store, read_block, rech
 from tests.cli.catalogue import assert_refused
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rechunk") / "g.zarr"
-    assert main(["simulate", "GaAs", "--out", str(path), "--lateral-cells", "1", "--scan-pixels", "16",
-                 "--detector-pixels", "16", "--gpts", "24", "--no-progress", "--workers", "0"]) == 0
-    return path
+@pytest.fixture
+def sim(gaas16):
+    return gaas16
 
 
 def _codec(array) -> dict:

@@ -138,10 +138,11 @@ def reconstruct(
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
     field_bytes = 2 * geometry.scan_shape[0] * geometry.scan_shape[1] * geometry.detector_shape[0] * \
         geometry.detector_shape[1] * 4
-    if use_global and integration == "auto" and field_bytes > 0.5 * _memory_of(client):
+    memory = _memory_of(client) if use_global and integration == "auto" else float("inf")
+    if field_bytes > 0.5 * memory:
         use_global = False  # the whole scan's field (held in the workers' memory) would not fit: solve per tile
         attrs["integration_reason"] = (f"the whole scan's field ({field_bytes / 2**30:.1f} GiB) is over half the "
-                                       f"memory of the workers ({_memory_of(client) / 2**30:.1f} GiB): solved "
+                                       f"memory of the workers ({memory / 2**30:.1f} GiB): solved "
                                        "within each tile (--integration global forces the exact path)")
     if use_global and needs.field_halo is not None and needs.field_halo != halo:
         halo = min(needs.field_halo, max(geometry.scan_shape))  # e.g. TIE's pointwise field: no overlap to read
