@@ -154,6 +154,14 @@ class ReconstructionGeometry:
         The beam's drift over the scan, detector pixels (stored axes) per scan step, ``descan[k][a]`` for detector
         axis k along scan axis a, about the scan's middle (``flowtie-dask calibrate``); the runner moves every
         pattern back by it. Empty when none was recorded or it moves the beam less than :data:`DESCAN_MIN_PX`.
+    window_rotation : float
+        Degrees of the detector's turn against the scan that :meth:`orient` leaves to the methods (0 unless
+        ``from_metadata(rotate_windows=True)``): the patterns stay on the detector grid and the exit-wave windows
+        (:func:`~flowtie_dask.projection.rotate_windows`), the pixels' scattering vectors (:meth:`q_labels`) and
+        the probe (:meth:`probe_spectrum`) are turned instead — no pattern is resampled.
+    scan_band_limit : float
+        1/Å: the runner low-passes the scans over the scan axes at this frequency when reading them (0: not;
+        :mod:`flowtie_dask.bandlimit`, set by ``reconstruct(band_limit=...)``).
     electrons_per_pattern : float
         Mean electrons per pattern of the focus scan (:func:`~flowtie_dask.store.electrons_per_pattern`: a store of
         counts, or a simulation with shot noise); 0 for noise-free or unknown. A dose-aware FlowTIE model reads it.
@@ -178,17 +186,29 @@ class ReconstructionGeometry:
     store_scan_shape: tuple | None = None
     descan: tuple = ()
     electrons_per_pattern: float = 0.0
+    window_rotation: float = 0.0
+    scan_band_limit: float = 0.0
 
     @classmethod
-    def from_metadata(cls, metadata, *, scan_shape, detector_shape) -> "ReconstructionGeometry":
+    def from_metadata(cls, metadata, *, scan_shape, detector_shape,
+                      rotate_windows: bool = False) -> "ReconstructionGeometry":
         """Geometry of a scan store (its :class:`~flowtie_dask.store.ScanMetadata` and array shape).
 
         Rotation by an odd multiple of 90° or a transpose swaps the detector axes; the sampling and
-        centre follow.
+        centre follow. With ``rotate_windows`` (methods that take each pixel's q and project windows: FlowTIE,
+        iCoM), :meth:`orient` applies only the transpose and the nearest quarter-turns, exactly, and the rest
+        of the turn (|θ| ≤ 45°) becomes ``window_rotation`` — on a square detector of square pixels; otherwise
+        the patterns are resampled as before.
         """
         m = metadata
+        rotation, rest = float(m.detector_rotation), 0.0
+        if rotate_windows and detector_shape[-1] == detector_shape[-2] and \
+                abs(m.detector_sampling[0] - m.detector_sampling[1]) <= 1e-6 * m.detector_sampling[0]:
+            quarter = 90.0 * round(rotation / 90.0)
+            rotation, rest = quarter, rotation - quarter
+            rest = 0.0 if abs(rest) < 1e-9 else rest
         shape, center, swapped = _oriented_detector(tuple(detector_shape), tuple(m.detector_center),
-                                                    m.detector_rotation, m.detector_transpose)
+                                                    rotation, m.detector_transpose)
         dq = tuple(m.detector_sampling)[::-1] if swapped else tuple(m.detector_sampling)
         quarter = (m.detector_rotation % 360.0) / 90.0
         if abs(quarter - round(quarter)) > 1e-9 and abs(dq[0] - dq[1]) > 1e-6 * dq[0]:
@@ -199,9 +219,9 @@ class ReconstructionGeometry:
             energy=m.energy, semiangle=m.semiangle, aperture_edge=m.aperture_edge, focus_c10=c10,
             aberrations=dict(m.aberrations), scan_shape=tuple(scan_shape), scan_step=tuple(m.scan_step),
             detector_shape=shape, detector_sampling=dq, detector_center=center,
-            periodic=bool(m.periodic), c10=tuple(m.c10), rotation=float(m.detector_rotation),
+            periodic=bool(m.periodic), c10=tuple(m.c10), rotation=rotation,
             transpose=bool(m.detector_transpose), scan_drift=tuple(getattr(m, "scan_drift", ((0.0, 0.0),) * 3)),
-            descan=recorded_descan(m),
+            descan=recorded_descan(m), window_rotation=rest,
         )
 
     def orient(self, patterns: Any) -> Any:
@@ -243,8 +263,25 @@ class ReconstructionGeometry:
         return tuple(xp.asarray((np.arange(n) - c) * d) for n, c, d in
                      zip(self.detector_shape, self.detector_center, self.detector_sampling))
 
+    def q_labels(self, xp: ModuleType = np):
+        """Scattering vector of every detector pixel in the scan frame: :meth:`q_vectors` turned by
+        ``window_rotation`` (q_scan = R(θ)·q, R(θ) turning the first axis towards the second).
+
+        Returns
+        -------
+        ndarray, shape (Qx·Qy, 2), float64
+            1/Å, pixels in C order.
+        """
+        qx, qy = (np.asarray(v, dtype=np.float64) for v in self.q_vectors(np))
+        q = np.stack(np.meshgrid(qx, qy, indexing="ij"), -1).reshape(-1, 2)
+        if self.window_rotation:
+            t = math.radians(self.window_rotation)
+            q = q @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T
+        return xp.asarray(q)
+
     def probe_spectrum(self, xp: ModuleType = np):
-        """Focused probe P̃ on the detector grid, **centred** like the patterns.
+        """Focused probe P̃ on the detector grid, **centred** like the patterns (in the detector's frame when
+        ``window_rotation`` is set).
 
         Returns
         -------
@@ -252,7 +289,10 @@ class ReconstructionGeometry:
             Σ|P̃|² = 1 (the scale of a unit-sum pattern), zero frequency at (Q//2, Q//2) of the layout and
             evaluated at the true q (detector-centre offset included).
         """
-        ab = Aberrations(C10=self.focus_c10, **{k: float(v) for k, v in self.aberrations.items()})
+        ab = {k: float(v) for k, v in self.aberrations.items()}
+        if self.window_rotation:  # on a detector turned by θ against the scan the astigmatism's axis is at φ12 − θ
+            ab["phi12"] = ab.get("phi12", 0.0) - math.radians(self.window_rotation)
+        ab = Aberrations(C10=self.focus_c10, **ab)
         p = probe_fourier(self.detector_shape, self.pixel, energy=self.energy, semiangle=self.semiangle,
                           aberrations=ab, edge=self.aperture_edge, xp=xp, offset=self.frequency_offset)
         p = p / math.sqrt(self.detector_shape[0] * self.detector_shape[1])

@@ -20,7 +20,8 @@ import numpy as np
 
 from .backend import get_array_module, ifft2
 
-__all__ = ["exit_wave_spectra", "shifted_windows", "overlap_add", "divide_illumination", "unwrap", "dense_projection"]
+__all__ = ["exit_wave_spectra", "rotate_windows", "shifted_windows", "overlap_add", "divide_illumination", "unwrap",
+           "dense_projection"]
 
 
 def exit_wave_spectra(i0: Any, phase: Any):
@@ -47,8 +48,50 @@ def exit_wave_spectra(i0: Any, phase: Any):
     return out
 
 
-def shifted_windows(spectra: Any, fractions: Any):
-    """Real-space windows of centred spectra, shifted by a fraction of a pixel.
+def rotate_windows(windows: Any, rotation: float):
+    """Real-space windows rotated about u = 0 by three Fourier shears (exact for a band-limited window whose
+    content stays inside it; Unser et al., IEEE TIP 4, 1995).
+
+    The content turns by ``rotation`` degrees in the sense of :func:`~flowtie_dask.geometry.orient_patterns`, so
+    the windows of patterns left in the detector frame become the windows of the oriented patterns without
+    resampling any intensity (a far field turned by θ has its window turned by θ). The exit wave ψ̂ = F⁻¹[√I·e^{iφ}]
+    is sampled at its band limit and confined to the window by the probe; the patterns |Ψ|² are not (their
+    autocorrelation is twice as wide), which is why turning them costs accuracy.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (..., Qx, Qy), complex
+        In FFT order (u = 0 at index 0).
+    rotation : float
+        Degrees; |rotation| ≤ 45 keeps the shears short (larger turns: take the quarter-turns exactly first).
+
+    Returns
+    -------
+    ndarray, same shape, complex
+    """
+    xp = get_array_module(windows)
+    theta = math.radians(float(rotation))
+    if theta == 0.0:
+        return windows
+    qx, qy = windows.shape[-2:]
+    ux = xp.asarray(np.fft.fftfreq(qx) * qx)  # signed pixel coordinates in FFT order
+    uy = xp.asarray(np.fft.fftfreq(qy) * qy)
+    kx, ky = xp.asarray(np.fft.fftfreq(qx)), xp.asarray(np.fft.fftfreq(qy))
+    t, s = math.tan(theta / 2), math.sin(theta)
+    # out(u) = in(M·u) with M = X(t)·Y(−s)·X(t), the shears X(a): (x, y) → (x + a·y, y), Y(b): (x, y) → (x, y + b·x)
+    # in array axes; M is the turn by −θ in orient_patterns' sense (ndimage.rotate over axes (2, 1)). A shear
+    # f(x + a·y, y) is the phase ramp exp(2πi·k_x·a·y) along the sheared axis.
+    sx = xp.exp(2j * math.pi * t * kx[:, None] * uy[None, :])  # X(t) on (k_x, y)
+    sy = xp.exp(-2j * math.pi * s * ux[:, None] * ky[None, :])  # Y(−s) on (x, k_y)
+    fft = xp.fft
+    w = fft.ifft(fft.fft(windows, axis=-2) * sx, axis=-2)
+    w = fft.ifft(fft.fft(w, axis=-1) * sy, axis=-1)
+    w = fft.ifft(fft.fft(w, axis=-2) * sx, axis=-2)
+    return w.astype(windows.dtype, copy=False)
+
+
+def shifted_windows(spectra: Any, fractions: Any, *, rotation: float = 0.0):
+    """Real-space windows of centred spectra, turned about u = 0 and shifted by a fraction of a pixel.
 
     Parameters
     ----------
@@ -56,6 +99,8 @@ def shifted_windows(spectra: Any, fractions: Any):
         Centred spectra (zero frequency at Q//2) of unit-sum scale.
     fractions : ndarray, shape (B, 2)
         Sub-pixel shifts f in pixels: the window value at index u is the wave at u − f.
+    rotation : float
+        Degrees the window content is turned by first (:func:`rotate_windows`; 0: none).
 
     Returns
     -------
@@ -65,6 +110,8 @@ def shifted_windows(spectra: Any, fractions: Any):
     xp = get_array_module(spectra)
     qx, qy = spectra.shape[-2:]
     s = xp.fft.ifftshift(spectra, axes=(-2, -1))
+    if rotation:
+        s = xp.fft.fft2(rotate_windows(ifft2(s), rotation))
     fractions = xp.asarray(fractions, dtype=xp.float64)
     kx = xp.fft.fftfreq(qx)[None, :]
     ky = xp.fft.fftfreq(qy)[None, :]
@@ -76,7 +123,7 @@ def shifted_windows(spectra: Any, fractions: Any):
 
 
 def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape: tuple[int, int], *,
-                periodic: bool, offset: tuple[int, int] = (0, 0)):
+                periodic: bool, offset: tuple[int, int] = (0, 0), rotation: float = 0.0):
     """Numerator Σ ψ̂·P* and illumination Σ|P|² of the projection for a batch of scan positions.
 
     Parameters
@@ -93,6 +140,9 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
         Wrap indices modulo ``object_shape`` (periodic object) or require them inside.
     offset : (int, int)
         Object pixel of this partial's (0, 0) (for tiles: positions are global, sums are local).
+    rotation : float
+        Degrees the windows of ``spectra`` and ``probe_spectrum`` are turned by onto the object grid (patterns
+        and probe on a detector that is turned against the scan: :func:`rotate_windows`).
 
     Returns
     -------
@@ -104,11 +154,12 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
     positions = xp.asarray(positions, dtype=xp.float64)
     whole = xp.floor(positions)
     frac = positions - whole
-    psi = shifted_windows(spectra, frac)
+    psi = shifted_windows(spectra, frac, rotation=rotation)
     # scan grids repeat a few sub-pixel fractions: build the probe window once per distinct fraction
     host = np.round(np.asarray(frac if xp is np else frac.get()), 9)
     uniq, inverse = np.unique(host, axis=0, return_inverse=True)
-    probes = shifted_windows(xp.broadcast_to(probe_spectrum, (len(uniq), qx, qy)), xp.asarray(uniq))
+    probes = shifted_windows(xp.broadcast_to(probe_spectrum, (len(uniq), qx, qy)), xp.asarray(uniq),
+                             rotation=rotation)
     probe = probes[xp.asarray(inverse.reshape(-1))]
     num = psi * xp.conj(probe)
     den = xp.abs(probe) ** 2

@@ -103,7 +103,7 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
     for s in range(0, i0f.shape[0], batch):
         sl = slice(s, s + batch)
         n, d = overlap_add(exit_wave_spectra(i0f[sl], phf[sl]), probe, pos[sl], shape, periodic=periodic,
-                           offset=offset)
+                           offset=offset, rotation=geometry.window_rotation)
         num += n
         ill += d
     return offset, num, ill

@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
                    help="field methods (tie, flowtie) on several tiles: solve over the whole scan per block of "
                         "detector rows (global, exact: tiled = whole scan; auto does so) or within each haloed "
                         "tile (tile)")
+    p.add_argument("--band-limit", choices=("auto", "on", "off"), default="auto",
+                   help="low-pass the scans over the scan axes at 2α/λ, above which no pattern pixel holds signal, "
+                        "only shot noise (auto: for FlowTIE on a scan with shot noise: counts or a noisy simulation)")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
     m = p.add_argument_group("method options (from the method registry)")
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             args.store, method=args.method, model=method.attrs().get("model"),
             parameters={"tile_size": list(tile) if isinstance(tile, tuple) else tile, "halo": halo,
                         "periodic": args.periodic, "device": device, "method": list(method.identity()),
-                        "integration": args.integration})
+                        "integration": args.integration, "band_limit": args.band_limit})
         workspace = resume_workspace(args.out, record=record, resume=args.resume, overwrite=args.overwrite,
                                      inputs=inputs)
     with workspace as cache:
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                             announce=lambda s: print(s, file=sys.stderr)) as client:
             result = reconstruct(st, method, tile_size=tile, halo=halo, periodic=periodic, client=client,
                                  progress=not args.no_progress, device=device, cache=cache,
-                                 keep_fields=args.keep_fields, integration=args.integration)
+                                 keep_fields=args.keep_fields, integration=args.integration,
+                                 band_limit=args.band_limit)
         path = write_result(result, args.out, overwrite=args.overwrite)
         args.resume_note, args.published = "", path
     if result.attrs.get("tiles_reused"):

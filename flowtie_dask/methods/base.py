@@ -17,6 +17,7 @@ In the spirit of LiberTEM's UDFs, a method is one small class. It **declares**
   ``"whole"``   needs the whole scan at once (:meth:`Method.run_whole`) (gradient descent);
 
 * what it needs of the scan (:meth:`Method.needs`: a halo in scan positions, or the whole scan),
+* whether it takes a detector turned against the scan without resampling the patterns (``rotates_windows``),
 
 and **implements** those functions on arrays only — no dask, no zarr inside. The runner
 (:mod:`flowtie_dask.runner`) reads the tiles, runs the functions inline, on Dask threads, on a cluster or
@@ -104,6 +105,13 @@ class Method:
     kind: ClassVar[str] = "tile"
     #: Options the CLI offers for this method (each a constructor keyword).
     options: ClassVar[tuple[Option, ...]] = ()
+    #: The method takes a detector turned against the scan as it was recorded: its functions use
+    #: ``geometry.q_labels``, ``probe_spectrum`` and ``window_rotation`` (the runner projects turned windows), so
+    #: no pattern is resampled (:meth:`ReconstructionGeometry.from_metadata`, ``rotate_windows``).
+    rotates_windows: ClassVar[bool] = False
+    #: On a scan with shot noise the runner low-passes the scans at their band limit for this method by default
+    #: (``reconstruct(band_limit="auto")``, :mod:`flowtie_dask.bandlimit`).
+    band_limits_noise: ClassVar[bool] = False
 
     def needs(self, geometry) -> Needs:
         """What this method needs of a scan with this geometry (default: nothing beyond the tile)."""

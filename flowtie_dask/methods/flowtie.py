@@ -24,6 +24,8 @@ class FlowTIE(Method):
     summary = "the FlowTIE model (tiled, distributed; its optics must match the scan)"
     backends = ("numpy", "cupy", "torch")
     kind = "field"
+    rotates_windows = True
+    band_limits_noise = True
     options = (
         Option("model", "FlowTIE checkpoint, or a shipped model by name: general (the default, trained across optics) "
                "or paper-64 (the paper's 300 kV / 20 mrad / ±20 Å only); the scan must lie in its trained ranges",

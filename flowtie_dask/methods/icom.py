@@ -5,8 +5,9 @@ For a thin object, the first moment of the far-field intensity of the probe at r
 gradient blurred by the probe intensity; integrating it over the scan (Frankot–Chellappa, the mirror
 extension for non-periodic scans, an optional high-pass k_hp as py4DSTEM's DPC and LiberTEM's iCoM use)
 gives the probe-blurred projected phase on the scan grid. The centre of mass is taken in the scan frame:
-the store's detector centre, rotation and transpose are undone first (``geometry.orient``, ``q_vectors``),
-and its mean over the scan is removed (a mis-set centre is a uniform shift, not phase).
+the store's detector centre, transpose and quarter-turns are undone first (``geometry.orient``, ``q_vectors``),
+the rest of the detector's turn is applied to the centre-of-mass vectors (``window_rotation``: exact, and no
+pattern is resampled), and its mean over the scan is removed (a mis-set centre is a uniform shift, not phase).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ICoM(Method):
                "data (tiled, distributed); phase on the scan grid, blurred by the probe")
     backends = ("numpy", "cupy")
     kind = "reduce"
+    rotates_windows = True
     options = (
         Option("source", "the centre of mass of the focus scan (default) or of the series' mean",
                choices=("focus", "mean")),
@@ -98,6 +100,9 @@ class ICoM(Method):
     def finalize(self, merged: dict, geometry, *, periodic: bool):
         """See :meth:`Method.finalize`: the phase on the scan grid (pixel = scan step, origin = first position)."""
         com = np.asarray(merged["com"], dtype=np.float64)
+        if geometry.window_rotation:  # centres of mass on the detector grid, turned into the scan frame
+            t = math.radians(geometry.window_rotation)
+            com = np.stack([math.cos(t) * com[0] - math.sin(t) * com[1], math.sin(t) * com[0] + math.cos(t) * com[1]])
         com = com - com.mean(axis=(1, 2), keepdims=True)
         g = 2 * math.pi * com
         if self.highpass is not None:

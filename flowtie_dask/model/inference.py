@@ -228,8 +228,7 @@ class FlowTIEPhase:
         import torch
 
         p = didz_t.shape[1]
-        qx, qy = geometry.q_vectors(np)
-        q = torch.from_numpy(np.stack(np.meshgrid(qx, qy, indexing="ij"), -1).reshape(p, 2).astype(np.float32))
+        q = torch.from_numpy(geometry.q_labels(np).astype(np.float32))  # (P, 2), in the scan frame
         q = q.to(didz_t.device)
         chunk = self.pixel_chunk or 256
         kwargs = {"pixel_chunk": chunk} if "pixel_chunk" in model.forward.__code__.co_varnames else {}

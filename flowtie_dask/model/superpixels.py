@@ -65,7 +65,7 @@ def pixel_groups(geometry, dark_field_bin: int, margin: float = DEFAULT_MARGIN) 
     Parameters
     ----------
     geometry : ReconstructionGeometry
-        Its ``q_vectors``, ``detector_center``, ``detector_sampling`` (1/Å), ``semiangle`` (mrad) and
+        Its ``q_labels``, ``detector_shape``, ``detector_center``, ``detector_sampling`` (1/Å), ``semiangle`` (mrad) and
         ``wavelength`` (Å).
     dark_field_bin : int
         b ≥ 1 (1: every pixel its own group).
@@ -81,10 +81,9 @@ def pixel_groups(geometry, dark_field_bin: int, margin: float = DEFAULT_MARGIN) 
     if not margin >= 0:
         raise ValueError(f"margin must be ≥ 0 (fraction of the aperture radius), got {margin!r}")
     b = int(dark_field_bin)
-    qx, qy = (np.asarray(v, dtype=float) for v in geometry.q_vectors(np))
-    nx, ny = qx.size, qy.size
+    nx, ny = geometry.detector_shape
     p = nx * ny
-    qq = np.stack(np.meshgrid(qx, qy, indexing="ij"), -1).reshape(p, 2)
+    qq = np.asarray(geometry.q_labels(np), dtype=float)  # (P, 2) in the scan frame (a detector turned by windows)
     aperture = float(geometry.semiangle) * 1e-3 / float(geometry.wavelength)
     near = (np.hypot(qq[:, 0], qq[:, 1]) <= (1.0 + margin) * aperture) | (b == 1)
     blocks = [np.floor((np.arange(n) - c) / b + 0.5).astype(np.int64) for n, c in zip((nx, ny), geometry.detector_center)]

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..cluster import compute
+from ..bandlimit import scan_band_limit
 from ..geometry import ReconstructionGeometry
 from ..projection import divide_illumination, unwrap
 from ..quality import BlockReport, bright_field_disk, check_phase
@@ -51,6 +52,7 @@ def reconstruct(
     integration: str = "auto",
     cache: str | None = None,
     keep_fields: bool = False,
+    band_limit: str = "auto",
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store with ``method``.
 
@@ -85,6 +87,10 @@ def reconstruct(
     keep_fields : bool
         With ``cache`` and global integration: also keep each tile's gradient field (``field-X-Y.npz``, 2/3
         of the tile's data size on disk) so a resumed run skips the model on finished tiles.
+    band_limit : {"auto", "on", "off"}
+        Low-pass every scan over the scan axes at 2α/λ, the highest frequency any pattern's pixel holds
+        (:mod:`flowtie_dask.bandlimit`: shot noise only above it). "auto": on for a scan with shot noise (counts,
+        or a noisy simulation) and a method that gains from it (``Method.band_limits_noise``: FlowTIE).
 
     Returns
     -------
@@ -98,9 +104,14 @@ def reconstruct(
     start = time.perf_counter()
     st = store if isinstance(store, ScanStore) else open_scan_store(store)
     geometry = ReconstructionGeometry.from_metadata(st.metadata, scan_shape=st.scan_shape,
-                                                    detector_shape=st.detector_shape)
+                                                    detector_shape=st.detector_shape,
+                                                    rotate_windows=method.rotates_windows)
     periodic = geometry.periodic if periodic is None else bool(periodic)
     geometry = dataclasses.replace(geometry, periodic=periodic, electrons_per_pattern=electrons_per_pattern(st))
+    if band_limit not in ("auto", "on", "off"):
+        raise ValueError(f"band_limit must be 'auto', 'on' or 'off', got {band_limit!r}")
+    if band_limit == "on" or (band_limit == "auto" and method.band_limits_noise and geometry.electrons_per_pattern > 0):
+        geometry = dataclasses.replace(geometry, scan_band_limit=scan_band_limit(geometry))
     # the geometry the method runs on: the common area of the three scans when they drifted (a window)
     geometry = window_geometry(geometry)
     method.check(geometry)
@@ -246,6 +257,10 @@ def _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs,
         "scan_window": [[r0, r0 + rx], [c0, c0 + ry]] if geometry.store_scan_shape else None,
         "assumed": assumptions(st.metadata, st.path),
         "scan_drift_A": [list(d) for d in st.metadata.scan_drift],
+        # the detector's turn taken by the windows, not by resampling the patterns (degrees; 0: none or resampled)
+        "window_rotation_deg": float(geometry.window_rotation),
+        # the low-pass over the scan axes applied when reading (1/Å; 0: none)
+        "scan_band_limit_invA": float(geometry.scan_band_limit),
         "tile_size": tile_size,
         "halo": halo,
         "n_tiles": n_tiles,

@@ -6,6 +6,9 @@ the scan on the focus grid is I_s(i − d_s): a shift by +d_s over the two scan 
 detector pixel. It is a cubic B-spline shift (local: a tile read with a margin of ⌈|d|⌉ + 10 positions gives the
 whole scan's values to float32 round-off; no wrap-around ringing as with a Fourier shift on a non-periodic
 tile).
+With ``geometry.scan_band_limit`` set (1/Å), every block is also low-passed over the scan axes at that limit
+(:mod:`flowtie_dask.bandlimit`: shot noise above the highest frequency any pattern's pixel holds), read with
+:data:`~flowtie_dask.bandlimit.BAND_MARGIN` more positions around it.
 Positions whose shifted source falls outside a non-periodic scan are outside the *common area* of the three
 scans: the runner works on the largest window inside it (:func:`window_geometry`), reading the spline's
 margins from the rest of the scan.
@@ -19,6 +22,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..bandlimit import BAND_MARGIN, band_limit
 from ..quality import read_checked
 
 __all__ = ["common_area", "common_window", "descan_correct", "descan_offsets", "drift_steps", "pattern_shift",
@@ -238,18 +242,19 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     -------
     block : ndarray, shape (D, len(rows), len(cols), Qx, Qy), float32
         As stored (detector orientation not undone), the recorded descan undone (``geometry.descan``), each scan on
-        the focus grid.
+        the focus grid, low-passed at ``geometry.scan_band_limit`` when that is set.
     report : BlockReport
     """
     defocus = [0, 1, 2] if defocus is None else [int(d) for d in defocus]
     drift = drift_steps(geometry)[defocus]
     r0, c0 = geometry.scan_offset
     rows, cols = [int(r) + r0 for r in rows], [int(c) + c0 for c in cols]  # store indices
-    if not np.any(drift):
+    band = float(getattr(geometry, "scan_band_limit", 0.0) or 0.0)
+    if not np.any(drift) and not band:
         block, report = read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
         return descan_correct(block, geometry, rows, cols), report
     rx, ry = geometry.store_scan_shape or geometry.scan_shape
-    margin = int(math.ceil(np.abs(drift).max())) + 10
+    margin = (int(math.ceil(np.abs(drift).max())) + 10 if np.any(drift) else 0) + (BAND_MARGIN if band else 0)
     ext_r = _extended(rows, margin, rx, geometry.periodic)
     ext_c = _extended(cols, margin, ry, geometry.periodic)
     ur, uc = list(dict.fromkeys(ext_r)), list(dict.fromkeys(ext_c))
@@ -259,6 +264,12 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     block = descan_correct(block, geometry, ur, uc)  # in each scan's own positions, before the drift
     pos_r, pos_c = {v: k for k, v in enumerate(ur)}, {v: k for k, v in enumerate(uc)}
     block = block[:, [pos_r[i] for i in ext_r]][:, :, [pos_c[j] for j in ext_c]]
+    if band:  # each scan on the focus grid first, then the whole extended block low-passed (module docstring)
+        ext = np.empty(block.shape, dtype=np.float32)
+        for k, d in enumerate(drift):
+            ext[k] = spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k]
+        ext = band_limit(ext, step=geometry.scan_step, cutoff=band)
+        return np.ascontiguousarray(ext[:, margin:margin + len(rows), margin:margin + len(cols)]), report
     out = np.empty((len(defocus), len(rows), len(cols)) + block.shape[3:], dtype=np.float32)
     for k, d in enumerate(drift):
         shifted = spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k]
