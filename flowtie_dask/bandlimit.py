@@ -48,8 +48,9 @@ def scan_band_limit(geometry) -> float:
 
 
 def band_limit_response(shape: tuple[int, int], step: tuple[float, float], cutoff: float, *,
-                        width: float = DEFAULT_WIDTH) -> np.ndarray:
-    """The filter on the DCT-II frequencies of a (Rx, Ry) scan block.
+                        width: float = DEFAULT_WIDTH, periodic: bool = False) -> np.ndarray:
+    """The filter on the DCT-II frequencies of a (Rx, Ry) scan block (on its ``rfft2`` frequencies when
+    ``periodic``).
 
     Parameters
     ----------
@@ -61,17 +62,23 @@ def band_limit_response(shape: tuple[int, int], step: tuple[float, float], cutof
     width : float
         In (0, 1): the response is 1 up to (1 − width)·cutoff, ½ at cutoff and 0 from (1 + width)·cutoff.
 
+    periodic : bool
+        The block is one period of the scan: the response on the frequencies of ``numpy.fft.rfft2``.
+
     Returns
     -------
-    ndarray, shape (Rx, Ry), float64
-        Index (i, j) is the frequency (i/(2Rx·sx), j/(2Ry·sy)) of the evenly extended block.
+    ndarray, shape (Rx, Ry), or (Rx, Ry//2 + 1) when periodic, float64
+        Index (i, j) is the frequency (i/(2Rx·sx), j/(2Ry·sy)) of the evenly extended block (periodic: the FFT's).
     """
     if not (cutoff > 0 and math.isfinite(cutoff)):
         raise ValueError(f"cutoff must be a positive frequency in 1/Å, got {cutoff!r}")
     if not 0 < width < 1:
         raise ValueError(f"width must lie in (0, 1), got {width!r}")
-    fx = np.arange(shape[0]) / (2.0 * shape[0] * float(step[0]))
-    fy = np.arange(shape[1]) / (2.0 * shape[1] * float(step[1]))
+    if periodic:
+        fx, fy = np.fft.fftfreq(shape[0], float(step[0])), np.fft.rfftfreq(shape[1], float(step[1]))
+    else:
+        fx = np.arange(shape[0]) / (2.0 * shape[0] * float(step[0]))
+        fy = np.arange(shape[1]) / (2.0 * shape[1] * float(step[1]))
     f = np.hypot(fx[:, None], fy[None, :])
     t = np.clip((f - (1.0 - width) * cutoff) / (2.0 * width * cutoff), 0.0, 1.0)
     return np.cos(0.5 * math.pi * t) ** 2
@@ -88,7 +95,7 @@ def _dct_module(xp):
 
 
 def band_limit(block: Any, *, step: tuple[float, float], cutoff: float, width: float = DEFAULT_WIDTH,
-               rows_per_pass: int = 8) -> Any:
+               periodic: bool = False, rows_per_pass: int = 8) -> Any:
     """``block`` low-passed over its scan axes at the scan band limit (module docstring).
 
     Parameters
@@ -101,6 +108,8 @@ def band_limit(block: Any, *, step: tuple[float, float], cutoff: float, width: f
         2k_α, 1/Å (:func:`scan_band_limit`).
     width : float
         See :func:`band_limit_response`.
+    periodic : bool
+        The block is one whole period of the scan (filtered exactly by its FFT; otherwise evenly extended).
     rows_per_pass : int
         Detector rows transformed at once (bounds the working memory to that share of the block).
 
@@ -114,16 +123,20 @@ def band_limit(block: Any, *, step: tuple[float, float], cutoff: float, width: f
     if block.ndim != 5:
         raise ValueError(f"block must have shape (D, Rx, Ry, Qx, Qy), got {block.shape}")
     d, rx, ry, qx, qy = block.shape
-    h = band_limit_response((rx, ry), step, cutoff, width=width)
+    h = band_limit_response((rx, ry), step, cutoff, width=width, periodic=periodic)
     if np.all(h == 1.0):
         return block
     dtype = np.float64 if block.dtype == np.float64 else np.float32
     h = xp.asarray(h.astype(dtype))[:, :, None, None]
-    dct = _dct_module(xp)
+    dct = None if periodic else _dct_module(xp)
     out = xp.empty(block.shape, dtype=dtype)
     for s in range(d):
         for r in range(0, qx, max(1, int(rows_per_pass))):
             part = xp.asarray(block[s, :, :, r:r + rows_per_pass], dtype=dtype)
-            c = dct.dctn(part, type=2, axes=(0, 1), norm="ortho")
-            out[s, :, :, r:r + rows_per_pass] = dct.idctn(c * h, type=2, axes=(0, 1), norm="ortho")
+            if periodic:
+                c = xp.fft.rfft2(part, axes=(0, 1))
+                out[s, :, :, r:r + rows_per_pass] = xp.fft.irfft2(c * h, s=(rx, ry), axes=(0, 1))
+            else:
+                c = dct.dctn(part, type=2, axes=(0, 1), norm="ortho")
+                out[s, :, :, r:r + rows_per_pass] = dct.idctn(c * h, type=2, axes=(0, 1), norm="ortho")
     return out

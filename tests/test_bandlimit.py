@@ -144,3 +144,15 @@ def test_the_command_line_turns_the_band_limit_on_and_off_and_records_it(noisy_s
     assert seen["on"].attrs["scan_band_limit_invA"] == pytest.approx(scan_band_limit(_geometry(noisy_store)))
     assert seen["off"].attrs["scan_band_limit_invA"] == 0.0
     assert not np.allclose(seen["on"].phase, seen["off"].phase)
+
+
+def test_one_period_of_a_scan_is_filtered_by_its_fft(rng):
+    block = rng.random((1, 16, 12, 2, 3))
+    step, cutoff = (0.2, 0.2), 2.0
+    got = band_limit(block, step=step, cutoff=cutoff, periodic=True)
+    f = np.hypot(np.fft.fftfreq(16, 0.2)[:, None], np.fft.fftfreq(12, 0.2)[None, :])
+    w = 0.175  # DEFAULT_WIDTH, written out: 1 below (1 − w)·cutoff, ½ at cutoff, 0 above (1 + w)·cutoff
+    h = np.where(f <= (1 - w) * cutoff, 1.0, np.where(f >= (1 + w) * cutoff, 0.0,
+                 np.cos(0.5 * np.pi * (f - (1 - w) * cutoff) / (2 * w * cutoff)) ** 2))
+    expect = np.real(np.fft.ifft2(np.fft.fft2(block, axes=(1, 2)) * h[None, :, :, None, None], axes=(1, 2)))
+    assert np.abs(got - expect).max() < 1e-12

@@ -217,9 +217,12 @@ def window_geometry(geometry):
                                store_scan_shape=tuple(geometry.scan_shape))
 
 
-def _extended(index, margin: int, n: int, periodic: bool) -> list[int]:
+def _extended(index, margin, n: int, periodic: bool) -> list[int]:
+    """``index`` with ``margin`` positions before and after (an int, or (before, after)); wrapped when periodic,
+    clamped to [0, n) otherwise."""
+    before, after = (margin, margin) if isinstance(margin, int) else (int(margin[0]), int(margin[1]))
     first, last = int(index[0]), int(index[-1])
-    ext = list(range(first - margin, first)) + [int(i) for i in index] + list(range(last + 1, last + 1 + margin))
+    ext = list(range(first - before, first)) + [int(i) for i in index] + list(range(last + 1, last + 1 + after))
     return [i % n for i in ext] if periodic else [min(max(i, 0), n - 1) for i in ext]
 
 
@@ -250,13 +253,25 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     r0, c0 = geometry.scan_offset
     rows, cols = [int(r) + r0 for r in rows], [int(c) + c0 for c in cols]  # store indices
     band = float(getattr(geometry, "scan_band_limit", 0.0) or 0.0)
-    if not np.any(drift) and not band:
-        block, report = read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
-        return descan_correct(block, geometry, rows, cols), report
     rx, ry = geometry.store_scan_shape or geometry.scan_shape
-    margin = (int(math.ceil(np.abs(drift).max())) + 10 if np.any(drift) else 0) + (BAND_MARGIN if band else 0)
-    ext_r = _extended(rows, margin, rx, geometry.periodic)
-    ext_c = _extended(cols, margin, ry, geometry.periodic)
+    # a block that is the whole of a periodic scan is filtered exactly by its own FFT, without a margin
+    whole = bool(geometry.periodic) and len(rows) == rx and len(cols) == ry
+    bm = 0 if whole or not band else BAND_MARGIN
+    if not np.any(drift) and not bm:
+        block, report = read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
+        block = descan_correct(block, geometry, rows, cols)
+        if band:
+            block = band_limit(block, step=geometry.scan_step, cutoff=band, periodic=True)
+        return block, report
+    spline = int(math.ceil(np.abs(drift).max())) + 10 if np.any(drift) else 0
+    # the band margin stops at a non-periodic scan's edge (the filter's even extension is the boundary there);
+    # the spline's margin is read around the block and its band margin
+    keep = [(bm, bm) if geometry.periodic else (min(bm, idx[0]), min(bm, n - 1 - idx[-1]))
+            for idx, n in ((rows, rx), (cols, ry))]
+    rows_b, cols_b = (_extended(idx, k, n, geometry.periodic) for idx, k, n in ((rows, keep[0], rx), (cols, keep[1], ry)))
+    margin = spline
+    ext_r = _extended(rows_b, margin, rx, geometry.periodic)
+    ext_c = _extended(cols_b, margin, ry, geometry.periodic)
     ur, uc = list(dict.fromkeys(ext_r)), list(dict.fromkeys(ext_c))
     if not geometry.periodic:  # clipped: a contiguous range
         ur, uc = list(range(min(ur), max(ur) + 1)), list(range(min(uc), max(uc) + 1))
@@ -264,12 +279,13 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     block = descan_correct(block, geometry, ur, uc)  # in each scan's own positions, before the drift
     pos_r, pos_c = {v: k for k, v in enumerate(ur)}, {v: k for k, v in enumerate(uc)}
     block = block[:, [pos_r[i] for i in ext_r]][:, :, [pos_c[j] for j in ext_c]]
-    if band:  # each scan on the focus grid first, then the whole extended block low-passed (module docstring)
-        ext = np.empty(block.shape, dtype=np.float32)
+    if band:  # each scan on the focus grid first, then the block and its band margin low-passed (module docstring)
+        sr, sc = slice(spline, spline + len(rows_b)), slice(spline, spline + len(cols_b))
+        ext = np.empty((block.shape[0], sr.stop - sr.start, sc.stop - sc.start) + block.shape[3:], dtype=np.float32)
         for k, d in enumerate(drift):
-            ext[k] = spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k]
-        ext = band_limit(ext, step=geometry.scan_step, cutoff=band)
-        return np.ascontiguousarray(ext[:, margin:margin + len(rows), margin:margin + len(cols)]), report
+            ext[k] = (spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k])[sr, sc]
+        ext = band_limit(ext, step=geometry.scan_step, cutoff=band, periodic=whole)
+        return np.ascontiguousarray(ext[:, keep[0][0]:keep[0][0] + len(rows), keep[1][0]:keep[1][0] + len(cols)]), report
     out = np.empty((len(defocus), len(rows), len(cols)) + block.shape[3:], dtype=np.float32)
     for k, d in enumerate(drift):
         shifted = spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k]
