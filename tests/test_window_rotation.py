@@ -118,3 +118,14 @@ def test_a_turned_detector_reconstructs_like_the_straight_one_without_resampling
     # 0.001730 (the resampled patterns' blur of the bright-field edge costs FlowTIE 7 %)
     assert windows < 1.02 * straight, (windows, straight)
     assert windows < (0.97 if name == "flowtie" else 1.01) * patterns, (windows, patterns)
+
+
+def test_only_methods_that_label_pixels_with_q_take_the_turn_by_windows(tmp_path):
+    from flowtie_dask.model.architectures import FlowPredictorModel
+    from flowtie_dask.model.checkpoint import save_checkpoint
+
+    assert get_method("flowtie").rotates_windows and get_method("icom").rotates_windows
+    # TIE's mirror boundary mirrors the detector along the scan axes; GD models the patterns on the scan's axes
+    assert not get_method("tie").rotates_windows and not get_method("gd").rotates_windows
+    path = save_checkpoint(str(tmp_path / "paper.pt"), model=FlowPredictorModel(16, hidden=4), meta={})
+    assert not get_method("flowtie", model=path).rotates_windows  # its channels are the detector's pixels

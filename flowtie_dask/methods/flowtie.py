@@ -51,6 +51,9 @@ class FlowTIE(Method):
         self._phase = FlowTIEPhase(model, symmetry=symmetry, dark_field_bin=int(dark_field_bin),
                                    margin=float(bright_field_margin))
         self.path, self.symmetry = self._phase.path, symmetry
+        # a model that labels each pixel with its q takes a turned detector by its labels; one whose channels are
+        # the detector's pixels (the paper's FlowPredictorModel) needs the patterns turned onto the scan axes
+        self.rotates_windows = bool(self._phase.shared)
         self.dark_field_bin, self.bright_field_margin = int(dark_field_bin), float(bright_field_margin)
 
     def identity(self) -> tuple:
