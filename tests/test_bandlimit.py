@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flowtie_dask.bandlimit import BAND_MARGIN, band_limit, band_limit_response, scan_band_limit
+from flowtie_dask.bandlimit import band_limit, band_limit_response, band_margin, scan_band_limit
 from flowtie_dask.runner.align import read_aligned
 from flowtie_dask.store import open_scan_store
 
@@ -101,7 +101,9 @@ def test_a_tile_read_with_its_margin_equals_the_whole_scan_filtered(noisy_store,
     assert removed > 0
     d = tile - inner  # measured with a margin of 16: 0.04–0.12 % rms, 0.8–2 % at worst of the noise removed
     assert np.sqrt((d ** 2).mean()) < 0.005 * removed and np.abs(d).max() < 0.05 * removed, (d, removed)
-    assert BAND_MARGIN >= 16
+    assert band_margin(geo.scan_step, scan_band_limit(geo)) == (16, 16)  # 0.177 Å step, 2α/λ = 2.03/Å
+    # the reach scales with 1/(cutoff·step): a finer step or a smaller aperture reads further
+    assert band_margin((0.1, 0.2), 1.0) == (58, 29)
 
 
 def test_the_runner_filters_noisy_scans_for_flowtie_and_it_lowers_the_error(noisy_store, gaas16):

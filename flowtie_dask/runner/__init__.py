@@ -121,7 +121,7 @@ def reconstruct(
     attrs = dict(method.attrs())
     if needs.whole_scan or method.kind == "whole":
         in_process = client is None or (isinstance(client, str) and client == "inline")
-        key = f"{method.name}-whole-{run_token(st.path, [], periodic, method)}"
+        key = f"{method.name}-whole-{run_token(st.path, [], periodic, method, geometry)}"
         task = dask.delayed(whole_task, pure=True)(handle, geometry, method, needs, device=device,
                                                    progress=progress and in_process, bright_field=bf,
                                                    dask_key_name=key)
@@ -162,7 +162,7 @@ def reconstruct(
     if cache is not None:
         os.makedirs(cache, exist_ok=True)
         done = {n[:-4] for n in os.listdir(cache) if n.endswith(".npz") and readable(os.path.join(cache, n))}
-    token = run_token(st.path, tiles, periodic, method)
+    token = run_token(st.path, tiles, periodic, method, geometry)
     if method.kind == "reduce":
         names = [tile_name("reduce", t) for t in tiles]
         task, load = dask.delayed(reduce_task, pure=True), dask.delayed(load_reduction, pure=True)

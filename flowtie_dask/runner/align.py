@@ -8,7 +8,7 @@ whole scan's values to float32 round-off; no wrap-around ringing as with a Fouri
 tile).
 With ``geometry.scan_band_limit`` set (1/Å), every block is also low-passed over the scan axes at that limit
 (:mod:`flowtie_dask.bandlimit`: shot noise above the highest frequency any pattern's pixel holds), read with
-:data:`~flowtie_dask.bandlimit.BAND_MARGIN` more positions around it.
+:func:`~flowtie_dask.bandlimit.band_margin` more positions around it (within the common window).
 Positions whose shifted source falls outside a non-periodic scan are outside the *common area* of the three
 scans: the runner works on the largest window inside it (:func:`window_geometry`), reading the spline's
 margins from the rest of the scan.
@@ -22,7 +22,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from ..bandlimit import BAND_MARGIN, band_limit
+from ..bandlimit import band_limit, band_margin
 from ..quality import read_checked
 
 __all__ = ["common_area", "common_window", "descan_correct", "descan_offsets", "drift_steps", "pattern_shift",
@@ -262,8 +262,8 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     rx, ry = geometry.store_scan_shape or geometry.scan_shape
     # a block that is the whole of a periodic scan is filtered exactly by its own FFT, without a margin
     whole = bool(geometry.periodic) and len(rows) == rx and len(cols) == ry
-    bm = 0 if whole or not band else BAND_MARGIN
-    if not np.any(drift) and not bm:
+    bm = (0, 0) if whole or not band else band_margin(geometry.scan_step, band)
+    if not np.any(drift) and not any(bm):
         block, report = read_checked(path, rows, cols, defocus=defocus, bright_field=bright_field)
         block = descan_correct(block, geometry, rows, cols)
         if band:
@@ -272,8 +272,10 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     spline = int(math.ceil(np.abs(drift).max())) + 10 if np.any(drift) else 0
     # the band margin stops at a non-periodic scan's edge (the filter's even extension is the boundary there);
     # the spline's margin is read around the block and its band margin
-    keep = [(bm, bm) if geometry.periodic else (min(bm, idx[0]), min(bm, n - 1 - idx[-1]))
-            for idx, n in ((rows, rx), (cols, ry))]
+    # (non-periodic: within the window this geometry works on, whose drifted scans all hold data)
+    wx, wy = geometry.scan_shape
+    keep = [(b, b) if geometry.periodic else (min(b, idx[0] - o), min(b, o + w - 1 - idx[-1]))
+            for idx, b, o, w in ((rows, bm[0], r0, wx), (cols, bm[1], c0, wy))]
     rows_b, cols_b = (_extended(idx, k, n, geometry.periodic) for idx, k, n in ((rows, keep[0], rx), (cols, keep[1], ry)))
     margin = spline
     ext_r = _extended(rows_b, margin, rx, geometry.periodic)

@@ -23,11 +23,12 @@ def tile_name(kind: str, t) -> str:
     return f"{kind}-{t.xs[0]}-{t.ys[0]}"
 
 
-def run_token(path, tiles, periodic, method) -> str:
-    """Deterministic part of the Dask keys: store, tiling and the method's identity (not a model's bytes)."""
+def run_token(path, tiles, periodic, method, geometry) -> str:
+    """Deterministic part of the Dask keys: store, tiling, the method's identity (not a model's bytes) and the
+    geometry the tasks run on (calibration, window rotation, band limit: runs that differ in them share no key)."""
     import dask
 
-    return dask.base.tokenize(path, tiles, periodic, method.identity())[:12]
+    return dask.base.tokenize(path, tiles, periodic, method.identity(), geometry)[:12]
 
 
 def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache=None, done=(), keep_fields=False,
@@ -43,7 +44,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     starts_y = sorted({t.ys[0] for t in tiles})
     grid = {(t.xs[0], t.ys[0]): t for t in tiles}
     geo = geometry  # embedded in each task: no separate key pulling every tile to the worker holding it
-    token = run_token(st.path, tiles, periodic, method)
+    token = run_token(st.path, tiles, periodic, method, geometry)
     names = {(t.xs[0], t.ys[0]): tile_name("project", t) for t in tiles}
     if all(names[k] in done for k in names):  # every projection finished in an earlier run
         load = dask.delayed(load_partial, pure=True)
