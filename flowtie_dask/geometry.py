@@ -274,10 +274,15 @@ class ReconstructionGeometry:
         """
         qx, qy = (np.asarray(v, dtype=np.float64) for v in self.q_vectors(np))
         q = np.stack(np.meshgrid(qx, qy, indexing="ij"), -1).reshape(-1, 2)
-        if self.window_rotation:
-            t = math.radians(self.window_rotation)
-            q = q @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T
-        return xp.asarray(q)
+        return xp.asarray(np.stack(self.to_scan_frame(q[:, 0], q[:, 1]), axis=-1))
+
+    def to_scan_frame(self, vx: Any, vy: Any):
+        """Vectors (components along the oriented detector's axes, any shape) turned by ``window_rotation`` into
+        the scan frame: R(θ)·v, R(θ) turning the first axis towards the second (unchanged when θ = 0)."""
+        if not self.window_rotation:
+            return vx, vy
+        c, s = math.cos(math.radians(self.window_rotation)), math.sin(math.radians(self.window_rotation))
+        return c * vx - s * vy, s * vx + c * vy
 
     def probe_spectrum(self, xp: ModuleType = np):
         """Focused probe P̃ on the detector grid, **centred** like the patterns (in the detector's frame when

@@ -100,9 +100,7 @@ class ICoM(Method):
     def finalize(self, merged: dict, geometry, *, periodic: bool):
         """See :meth:`Method.finalize`: the phase on the scan grid (pixel = scan step, origin = first position)."""
         com = np.asarray(merged["com"], dtype=np.float64)
-        if geometry.window_rotation:  # centres of mass on the detector grid, turned into the scan frame
-            t = math.radians(geometry.window_rotation)
-            com = np.stack([math.cos(t) * com[0] - math.sin(t) * com[1], math.sin(t) * com[0] + math.cos(t) * com[1]])
+        com = np.stack(geometry.to_scan_frame(com[0], com[1]))  # from the detector grid into the scan frame
         com = com - com.mean(axis=(1, 2), keepdims=True)
         g = 2 * math.pi * com
         if self.highpass is not None:

@@ -258,7 +258,7 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     drift = drift_steps(geometry)[defocus]
     r0, c0 = geometry.scan_offset
     rows, cols = [int(r) + r0 for r in rows], [int(c) + c0 for c in cols]  # store indices
-    band = float(getattr(geometry, "scan_band_limit", 0.0) or 0.0)
+    band = float(geometry.scan_band_limit)
     rx, ry = geometry.store_scan_shape or geometry.scan_shape
     # a block that is the whole of a periodic scan is filtered exactly by its own FFT, without a margin
     whole = bool(geometry.periodic) and len(rows) == rx and len(cols) == ry
@@ -277,9 +277,8 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     keep = [(b, b) if geometry.periodic else (min(b, idx[0] - o), min(b, o + w - 1 - idx[-1]))
             for idx, b, o, w in ((rows, bm[0], r0, wx), (cols, bm[1], c0, wy))]
     rows_b, cols_b = (_extended(idx, k, n, geometry.periodic) for idx, k, n in ((rows, keep[0], rx), (cols, keep[1], ry)))
-    margin = spline
-    ext_r = _extended(rows_b, margin, rx, geometry.periodic)
-    ext_c = _extended(cols_b, margin, ry, geometry.periodic)
+    ext_r = _extended(rows_b, spline, rx, geometry.periodic)
+    ext_c = _extended(cols_b, spline, ry, geometry.periodic)
     ur, uc = list(dict.fromkeys(ext_r)), list(dict.fromkeys(ext_c))
     if not geometry.periodic:  # clipped: a contiguous range
         ur, uc = list(range(min(ur), max(ur) + 1)), list(range(min(uc), max(uc) + 1))
@@ -287,15 +286,13 @@ def read_aligned(path, geometry, rows, cols, *, defocus=None, bright_field=None)
     block = descan_correct(block, geometry, ur, uc)  # in each scan's own positions, before the drift
     pos_r, pos_c = {v: k for k, v in enumerate(ur)}, {v: k for k, v in enumerate(uc)}
     block = block[:, [pos_r[i] for i in ext_r]][:, :, [pos_c[j] for j in ext_c]]
-    if band:  # each scan on the focus grid first, then the block and its band margin low-passed (module docstring)
-        sr, sc = slice(spline, spline + len(rows_b)), slice(spline, spline + len(cols_b))
-        ext = np.empty((block.shape[0], sr.stop - sr.start, sc.stop - sc.start) + block.shape[3:], dtype=np.float32)
-        for k, d in enumerate(drift):
-            ext[k] = (spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k])[sr, sc]
-        ext = band_limit(ext, step=geometry.scan_step, cutoff=band, periodic=whole)
-        return np.ascontiguousarray(ext[:, keep[0][0]:keep[0][0] + len(rows), keep[1][0]:keep[1][0] + len(cols)]), report
-    out = np.empty((len(defocus), len(rows), len(cols)) + block.shape[3:], dtype=np.float32)
+    # each scan on the focus grid, then (band limit) the block and its band margin low-passed (module docstring)
+    sr, sc = slice(spline, spline + len(rows_b)), slice(spline, spline + len(cols_b))
+    out = np.empty((len(defocus), len(rows_b), len(cols_b)) + block.shape[3:], dtype=np.float32)
     for k, d in enumerate(drift):
-        shifted = spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k]
-        out[k] = np.maximum(shifted[margin:margin + len(rows), margin:margin + len(cols)], 0)  # spline overshoot
-    return out, report
+        out[k] = (spline_shift(block[k], d, axes=(0, 1)) if np.any(d) else block[k])[sr, sc]
+    if band:
+        out = band_limit(out, step=geometry.scan_step, cutoff=band, periodic=whole)
+        (a, _), (b, _) = keep
+        return np.ascontiguousarray(out[:, a:a + len(rows), b:b + len(cols)]), report
+    return np.maximum(out, 0), report  # the spline's overshoot below 0
