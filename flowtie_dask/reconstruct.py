@@ -9,13 +9,15 @@ No dask or zarr here.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import numpy as np
 
 from .backend import get_array_module
 from .geometry import ReconstructionGeometry
-from .projection import exit_wave_spectra, overlap_add
+from .consistency import DEFAULT_LIMIT, predicted_patterns, ring_gains, ring_index, ring_sums, statistics_subset
+from .projection import divide_illumination, exit_wave_spectra, overlap_add
 from .tie import defocus_derivative, tie_phase
 
 __all__ = ["tie_phase_of_tile", "project_tile", "reconstruct_tile", "footprint"]
@@ -69,7 +71,7 @@ def footprint(geometry: ReconstructionGeometry, xs: range, ys: range, *, periodi
 
 
 def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: range, ys: range,
-                 periodic: bool, batch: int = 256):
+                 periodic: bool, batch: int = 256, consistency: int = 0, consistency_limit: float = DEFAULT_LIMIT):
     """Overlap-add the exit waves of a block of scan positions onto its object footprint.
 
     Parameters
@@ -83,6 +85,12 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
         Periodic object (one scan period).
     batch : int
         Positions per vectorised batch.
+    consistency : int
+        Diffraction-power consistency iterations (:mod:`flowtie_dask.consistency`): after each projection every
+        detector ring's exit-wave amplitudes are scaled so that the projected object's far field holds the
+        measured mean intensity of that ring, and the waves are projected again. 0: one projection (the paper's).
+    consistency_limit : float
+        No ring's amplitudes change by more than this factor (or its inverse).
 
     Returns
     -------
@@ -98,20 +106,48 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
     q = i0.shape[-2:]
     i0f = i0.reshape((-1,) + q)
     phf = phase.reshape((-1,) + q)
-    num = xp.zeros(shape, dtype=xp.complex128)
-    ill = xp.zeros(shape, dtype=xp.float64)
-    for s in range(0, i0f.shape[0], batch):
-        sl = slice(s, s + batch)
-        n, d = overlap_add(exit_wave_spectra(i0f[sl], phf[sl]), probe, pos[sl], shape, periodic=periodic,
-                           offset=offset, rotation=geometry.window_rotation)
-        num += n
-        ill += d
+
+    def project(gain):
+        num = xp.zeros(shape, dtype=xp.complex128)
+        ill = xp.zeros(shape, dtype=xp.float64)
+        for s in range(0, i0f.shape[0], batch):
+            sl = slice(s, s + batch)
+            waves = exit_wave_spectra(i0f[sl], phf[sl])
+            if gain is not None:
+                waves *= gain
+            n, d = overlap_add(waves, probe, pos[sl], shape, periodic=periodic, offset=offset,
+                               rotation=geometry.window_rotation)
+            num += n
+            ill += d
+        return num, ill
+
+    num, ill = project(None)
+    if int(consistency) > 0:
+        if not consistency_limit >= 1:
+            raise ValueError(f"consistency_limit must be ≥ 1 (a factor), got {consistency_limit!r}")
+        rings = ring_index(q)
+        # the forward model takes the probe in the scan's frame as evaluated (no window turned by shears, whose
+        # small errors would be multiplied into the predicted far fields); rings are the same in either frame
+        scan_probe = (dataclasses.replace(geometry, window_rotation=0.0).probe_spectrum(xp)
+                      if geometry.window_rotation else probe)
+        sub = xp.asarray(statistics_subset(i0.shape[:2]))
+        measured = ring_sums(xp.clip(i0f[sub], 0, None), rings)
+        total = np.ones(len(measured))
+        for _ in range(int(consistency)):
+            obj = divide_illumination(num, ill)
+            predicted = np.zeros_like(measured)
+            for s in range(0, len(sub), batch):
+                predicted += ring_sums(predicted_patterns(obj, pos[sub[s:s + batch]], scan_probe, offset=offset,
+                                                          periodic=periodic), rings)
+            total = np.clip(total * ring_gains(measured, predicted, full=min(q) // 2 - 1), 1.0 / consistency_limit,
+                            consistency_limit)
+            num, ill = project(xp.asarray(total[rings].astype(np.float32)))
     return offset, num, ill
 
 
 def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: range, ys: range,
                      interior: tuple[slice, slice], periodic: bool, boundary: str,
-                     phase_method: Callable | None = None):
+                     phase_method: Callable | None = None, consistency: int = 0):
     """Full per-tile chain: orient → phase of every pattern → exit waves → partial projection.
 
     Parameters
@@ -129,6 +165,8 @@ def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: ra
         Boundary condition of the phase solver on this tile.
     phase_method : callable, optional
         ``f(intensity, geometry, boundary=...) -> (i0, phase)``; classical TIE by default.
+    consistency : int
+        Diffraction-power consistency iterations of the projection (:func:`project_tile`).
 
     Returns
     -------
@@ -138,4 +176,5 @@ def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: ra
     intensity = geometry.orient(intensity)
     method = phase_method or tie_phase_of_tile
     i0, phase = method(intensity, geometry, boundary=boundary)
-    return project_tile(i0[interior], phase[interior], geometry, xs=xs, ys=ys, periodic=periodic)
+    return project_tile(i0[interior], phase[interior], geometry, xs=xs, ys=ys, periodic=periodic,
+                        consistency=consistency)

@@ -31,9 +31,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..consistency import DEFAULT_ITERATIONS
 from ..integrate import integrate_gradient, zero_mean_gradient
 
-__all__ = ["KINDS", "Method", "Needs", "Option"]
+__all__ = ["KINDS", "Method", "Needs", "Option", "check_consistency", "consistency_option"]
 
 KINDS = ("tile", "field", "reduce", "whole")
 
@@ -92,6 +93,21 @@ class Option:
     input_path: bool = False
 
 
+def consistency_option() -> Option:
+    """The ``consistency`` option of the methods the runner projects (TIE, FlowTIE)."""
+    return Option("consistency", "diffraction-power consistency iterations of the projection: each detector ring's "
+                  "exit-wave amplitudes scaled until the object reproduces the measured mean intensity of that ring "
+                  f"(default: FlowTIE {DEFAULT_ITERATIONS}, TIE 0; 0: one projection, as the paper)", type=int,
+                  metavar="N")
+
+
+def check_consistency(value) -> int:
+    """``value`` as a number of consistency iterations; ``ValueError`` naming the option otherwise."""
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"consistency must be an integer ≥ 0 (iterations; 0: one projection), got {value!r}")
+    return int(value)
+
+
 class Method:
     """Base class of reconstruction methods (see the module docstring).
 
@@ -112,6 +128,9 @@ class Method:
     #: On a scan with shot noise the runner low-passes the scans at their band limit for this method by default
     #: (``reconstruct(band_limit="auto")``, :mod:`flowtie_dask.bandlimit`).
     band_limits_noise: ClassVar[bool] = False
+    #: Diffraction-power consistency iterations of the runner's projection for this method (tile and field kinds;
+    #: :mod:`flowtie_dask.consistency`); 0: one projection. TIE and FlowTIE take it as an option.
+    consistency: int = 0
 
     def needs(self, geometry) -> Needs:
         """What this method needs of a scan with this geometry (default: nothing beyond the tile)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..model.inference import DEFAULT_DARK_FIELD_BIN, DEFAULT_MARGIN, FlowTIEPhase  # light: torch on loading a model
 from . import register
-from .base import Method, Needs, Option
+from ..consistency import DEFAULT_ITERATIONS
+from .base import Method, Needs, Option, check_consistency, consistency_option
 
 __all__ = ["FlowTIE"]
 
@@ -37,10 +38,12 @@ class FlowTIE(Method):
                "1: every pixel (the full form)", type=int, metavar="B"),
         Option("bright_field_margin", f"with --dark-field-bin > 1, pixels within (1 + this)·the aperture radius are "
                f"evaluated one by one (default {DEFAULT_MARGIN})", type=float, metavar="FRACTION"),
+        consistency_option(),
     )
 
     def __init__(self, *, model: str | None = None, symmetry: str = "none",
-                 dark_field_bin: int = DEFAULT_DARK_FIELD_BIN, bright_field_margin: float = DEFAULT_MARGIN):
+                 dark_field_bin: int = DEFAULT_DARK_FIELD_BIN, bright_field_margin: float = DEFAULT_MARGIN,
+                 consistency: int = DEFAULT_ITERATIONS):
         if symmetry not in ("none", "mirror", "d4"):
             raise ValueError(f"symmetry must be 'none', 'mirror' or 'd4', got {symmetry!r}")
         if isinstance(dark_field_bin, bool) or int(dark_field_bin) != dark_field_bin or dark_field_bin < 1:
@@ -55,13 +58,15 @@ class FlowTIE(Method):
         # the detector's pixels (the paper's FlowPredictorModel) needs the patterns turned onto the scan axes
         self.rotates_windows = bool(self._phase.shared)
         self.dark_field_bin, self.bright_field_margin = int(dark_field_bin), float(bright_field_margin)
+        self.consistency = check_consistency(consistency)
 
     def identity(self) -> tuple:
-        return (self.name, self.path, self.symmetry, self.dark_field_bin, self.bright_field_margin)
+        return (self.name, self.path, self.symmetry, self.dark_field_bin, self.bright_field_margin, self.consistency)
 
     def attrs(self) -> dict:
         return {"method": self.name, "model": self.path, "symmetry": self.symmetry,
-                "dark_field_bin": self.dark_field_bin, "bright_field_margin": self.bright_field_margin}
+                "dark_field_bin": self.dark_field_bin, "bright_field_margin": self.bright_field_margin,
+                "consistency": self.consistency}
 
     def needs(self, geometry) -> Needs:
         """Twice the model's receptive field in scan positions."""

@@ -7,7 +7,7 @@ from ..backend import get_array_module
 from ..reconstruct import tie_phase_of_tile
 from ..tie import defocus_derivative, mirror_rows, tie_phase
 from . import register
-from .base import Method, Needs
+from .base import Method, Needs, check_consistency, consistency_option
 
 __all__ = ["TIE"]
 
@@ -26,17 +26,19 @@ class TIE(Method):
     summary = "classical TIE per detector pixel (tiled, distributed)"
     backends = ("numpy", "cupy")
     kind = "field"
+    options = (consistency_option(),)
 
-    def __init__(self, *, eps: float = 1e-3):
+    def __init__(self, *, eps: float = 1e-3, consistency: int = 0):
         if not eps > 0:
             raise ValueError(f"eps must be > 0 (relative dark-field regulariser), got {eps}")
         self.eps = float(eps)
+        self.consistency = check_consistency(consistency)
 
     def identity(self) -> tuple:
-        return (self.name, self.eps)
+        return (self.name, self.eps, self.consistency)
 
     def attrs(self) -> dict:
-        return {"method": self.name, "model": None, "symmetry": "none"}
+        return {"method": self.name, "model": None, "symmetry": "none", "consistency": self.consistency}
 
     def needs(self, geometry) -> Needs:
         """No halo for the field (it is pointwise); the tile path's halo is the runner's."""

@@ -111,7 +111,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
                 parts.append(load(os.path.join(cache, f"{name}.npz")))
             else:
                 parts.append(proj(handle, geo, grid[(x0, y0)], blocks[i, j, 0, 0], periodic=periodic, device=device,
-                                  cache=cache, name=name, bright_field=bright_field,
+                                  cache=cache, name=name, bright_field=bright_field, consistency=method.consistency,
                                   dask_key_name=f"{method.name}-{name}-{token}"))
     return parts + reports  # the field stage's repair reports (all three defocus values) join the sum
 

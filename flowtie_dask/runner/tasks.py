@@ -38,7 +38,8 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
     block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = xp.asarray(block)
     offset, num, ill = reconstruct_tile(block, geometry, xs=tile.xs, ys=tile.ys, interior=tile.interior,
-                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase)
+                                        periodic=periodic, boundary=tile.boundary, phase_method=method.phase,
+                                        consistency=method.consistency)
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 
@@ -89,8 +90,10 @@ def merge_summaries(*values):
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,
-                 device: str = "cpu", cache: str | None = None, name: str = "", bright_field=None):
-    """Stage 3: exit waves of a tile's interior from its integrated phase and project them.
+                 device: str = "cpu", cache: str | None = None, name: str = "", bright_field=None,
+                 consistency: int = 0):
+    """Stage 3: exit waves of a tile's interior from its integrated phase and project them (with ``consistency``
+    diffraction-power iterations, :func:`~flowtie_dask.reconstruct.project_tile`).
 
     The in-focus patterns of the interior are read (no halo) and checked like the field stage's.
 
@@ -105,7 +108,7 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
     block, report = read_aligned(path, geometry, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
     i0 = geometry.orient(xp.asarray(block[0]))
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
-    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic)
+    offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic, consistency=consistency)
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))
 
 

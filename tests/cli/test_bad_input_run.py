@@ -203,7 +203,7 @@ def test_a_stalled_library_call_ends_with_a_message():
 # -------------------------------------------------------------------------------------------- options
 @pytest.mark.parametrize("extra,match", [
     (["--tile-size", "3", "5", "7"], r"--tile-size takes one or two values"),
-    (["--model", "m.pt"], r"method 'tie' takes no option 'model' \(--model\); its options: eps"),
+    (["--model", "m.pt"], r"method 'tie' takes no option 'model' \(--model\); its options: consistency, eps"),
     (["--halo", "100000"], r"--halo 100000 is larger than the scan \(8×8 positions\)"),
     (["--halo", "-1"], r"argument --halo: -1 must be ≥ 0"),
     (["--dashboard", "notaport"], r"argument --dashboard: --dashboard 'notaport' is not HOST:PORT"),

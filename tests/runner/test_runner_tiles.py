@@ -57,6 +57,23 @@ def test_tiled_equals_whole_scan(gaas64, periodic):
     assert local.attrs["integration"] == "tile" and float(np.mean((d - d.mean()) ** 2)) > 1e-3 * ev["mse"]
 
 
+def test_consistency_gains_are_taken_per_tile_and_stay_close_to_the_whole_scan(gaas64):
+    """The diffraction-power consistency of the projection (TIE --consistency 2) lowers the whole-scan MSE; its
+    gains come from each tile's own positions, so tiled results are no longer equal to the whole scan's to
+    rounding, but close (measured: rms 0.0001 rad at 32² tiles, 0.0004 rad at 16², the phase's std 0.08 rad)."""
+    plain = reconstruct(gaas64, get_method("tie"), progress=False)
+    whole = reconstruct(gaas64, get_method("tie", consistency=2), progress=False)
+    assert whole.attrs["consistency"] == 2 and plain.attrs["consistency"] == 0
+    mse = {k: evaluate_result(r, gaas64)["mse"] for k, r in (("plain", plain), ("whole", whole))}
+    assert mse["whole"] < 0.97 * mse["plain"], mse  # measured 0.00235 against 0.00248
+    for tile in (32, 16):
+        tiled = reconstruct(gaas64, get_method("tie", consistency=2), tile_size=tile, progress=False)
+        assert tiled.attrs["integration"] == "global"
+        d = tiled.phase - whole.phase
+        assert float(np.sqrt(np.mean((d - d.mean()) ** 2))) < 0.02 * float(whole.phase.std())
+        assert evaluate_result(tiled, gaas64)["mse"] < mse["plain"]
+
+
 def test_auto_solves_per_tile_when_the_whole_field_would_not_fit(small, monkeypatch):
     """The global path holds the whole scan's field in the workers' memory; "auto" takes it only when that is
     under half of their memory, and says why when it does not; "global" forces it."""
