@@ -107,41 +107,45 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
     i0f = i0.reshape((-1,) + q)
     phf = phase.reshape((-1,) + q)
 
-    def project(gain):
+    def project(gain, index=None):
+        """The overlap-add of all positions (or of ``index``) with the ring gains ``gain`` (None: 1)."""
         num = xp.zeros(shape, dtype=xp.complex128)
         ill = xp.zeros(shape, dtype=xp.float64)
-        for s in range(0, i0f.shape[0], batch):
-            sl = slice(s, s + batch)
+        n_pos = i0f.shape[0] if index is None else len(index)
+        for s in range(0, n_pos, batch):
+            sl = slice(s, s + batch) if index is None else index[s:s + batch]
             waves = exit_wave_spectra(i0f[sl], phf[sl])
             if gain is not None:
-                waves *= gain
+                waves *= xp.asarray(gain[rings].astype(np.float32))
             n, d = overlap_add(waves, probe, pos[sl], shape, periodic=periodic, offset=offset,
                                rotation=geometry.window_rotation)
             num += n
             ill += d
         return num, ill
 
-    num, ill = project(None)
-    if int(consistency) > 0:
-        if not consistency_limit >= 1:
-            raise ValueError(f"consistency_limit must be ≥ 1 (a factor), got {consistency_limit!r}")
-        rings = ring_index(q)
-        # the forward model takes the probe in the scan's frame as evaluated (no window turned by shears, whose
-        # small errors would be multiplied into the predicted far fields); rings are the same in either frame
-        scan_probe = (dataclasses.replace(geometry, window_rotation=0.0).probe_spectrum(xp)
-                      if geometry.window_rotation else probe)
-        sub = xp.asarray(statistics_subset(i0.shape[:2]))
-        measured = ring_sums(xp.clip(i0f[sub], 0, None), rings)
-        total = np.ones(len(measured))
-        for _ in range(int(consistency)):
-            obj = divide_illumination(num, ill)
-            predicted = np.zeros_like(measured)
-            for s in range(0, len(sub), batch):
-                predicted += ring_sums(predicted_patterns(obj, pos[sub[s:s + batch]], scan_probe, offset=offset,
-                                                          periodic=periodic), rings)
-            total = np.clip(total * ring_gains(measured, predicted, full=min(q) // 2 - 1), 1.0 / consistency_limit,
-                            consistency_limit)
-            num, ill = project(xp.asarray(total[rings].astype(np.float32)))
+    if int(consistency) <= 0:
+        num, ill = project(None)
+        return offset, num, ill
+    if not consistency_limit >= 1:
+        raise ValueError(f"consistency_limit must be ≥ 1 (a factor), got {consistency_limit!r}")
+    rings = ring_index(q)
+    # the gains are found on a regular subset of the positions (their windows still overlap densely) and applied
+    # to all of them in one last projection; the forward model takes the probe in the scan's frame as evaluated
+    # (no window turned by shears, whose small errors would be multiplied into the predicted far fields)
+    scan_probe = dataclasses.replace(geometry, window_rotation=0.0).probe_spectrum(xp) if geometry.window_rotation \
+        else probe
+    sub = xp.asarray(statistics_subset(i0.shape[:2]))
+    measured = ring_sums(xp.clip(i0f[sub], 0, None), rings)
+    total = None
+    for _ in range(int(consistency)):
+        obj = divide_illumination(*project(total, sub))
+        predicted = np.zeros_like(measured)
+        for s in range(0, len(sub), batch):
+            predicted += ring_sums(predicted_patterns(obj, pos[sub[s:s + batch]], scan_probe, offset=offset,
+                                                      periodic=periodic), rings)
+        gains = ring_gains(measured, predicted, full=min(q) // 2 - 1)
+        total = np.clip(gains if total is None else total * gains, 1.0 / consistency_limit, consistency_limit)
+    num, ill = project(total)
     return offset, num, ill
 
 
