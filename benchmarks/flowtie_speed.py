@@ -13,7 +13,7 @@ load torch and the model), its ratio to the floor and the phase MSE against the 
 forms also the mean squared phase difference to the full form's result (offset removed).
 
 Run:  python benchmarks/flowtie_speed.py [--out flowtie_speed_data] [--forms 4:0 8:0 4:0.25 2:0] [--best-of 2]
-                                         [--threads 1 2]
+                                         [--threads 1 2] [--consistency 0 2]
 
 The store: GaAs 2×2 cells (11.3 Å), one cell thick (5.7 Å), 64×64 positions × 64×64 detector at the paper's
 sampling (Table 1's first setting), simulated into ``--out`` once and then reused. The load average of the
@@ -75,6 +75,9 @@ def main():
     parser.add_argument("--model", default="paper-64", help="FlowTIE checkpoint or shipped model name")
     parser.add_argument("--best-of", type=int, default=2, help="each time is the fastest of this many runs")
     parser.add_argument("--full-best-of", type=int, default=1, help="runs of the (slow) full form")
+    parser.add_argument("--consistency", type=int, nargs="+", default=[0, 2],
+                        help="diffraction-power consistency iterations of the fast forms, one row per value (the full "
+                             "form runs at the last; Δ full is printed for the rows with the same value)")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch threads for the fast forms, one row per value (default: torch's own count; "
                              "the fast form spreads its passes over that many threads)")
@@ -87,8 +90,8 @@ def main():
           f"torch {torch.__version__} with {torch.get_num_threads()} threads", flush=True)
     floor_once(handle)  # warms the page cache and the codec
     floor, _ = best(lambda: floor_once(handle), 3)
-    print(f"{'method':42s} {'wall s':>7s} {'× floor':>8s} {'MSE rad²':>10s} {'Δ full rad²':>12s}")
-    print(f"{'floor (read 3 scans + 3 FFTs)':42s} {floor:7.2f} {1.0:8.2f}", flush=True)
+    print(f"{'method':56s} {'wall s':>7s} {'× floor':>8s} {'MSE rad²':>10s} {'Δ full rad²':>12s}")
+    print(f"{'floor (read 3 scans + 3 FFTs)':56s} {floor:7.2f} {1.0:8.2f}", flush=True)
     for method in (get_method("tie"), get_method("flowtie", model=args.model, dark_field_bin=8)):
         reconstruct(path, method, progress=False)  # warm-up, untimed: imports, the model, the allocator's heap
 
@@ -96,19 +99,23 @@ def main():
         seconds, res = best(lambda: reconstruct(path, method, progress=False), n)
         mse = evaluate_result(res, path)["mse"]
         diff = "" if full is None else f"{phase_difference(res, full):12.2e}"
-        print(f"{label:42s} {seconds:7.2f} {seconds / floor:8.2f} {mse:10.6f} {diff}", flush=True)
+        print(f"{label:56s} {seconds:7.2f} {seconds / floor:8.2f} {mse:10.6f} {diff}", flush=True)
         return res
 
     measure("tie", get_method("tie"), args.best_of)
-    full = measure("flowtie full (dark_field_bin 1)", get_method("flowtie", model=args.model, dark_field_bin=1),
-                   args.full_best_of)
+    c_full = args.consistency[-1]
+    full = measure(f"flowtie full (dark_field_bin 1, consistency {c_full})",
+                   get_method("flowtie", model=args.model, dark_field_bin=1, consistency=c_full), args.full_best_of)
     default_threads = torch.get_num_threads()
     for threads in args.threads or [default_threads]:
         torch.set_num_threads(threads)
         for form in args.forms:
             b, margin = form.split(":")
-            method = get_method("flowtie", model=args.model, dark_field_bin=int(b), bright_field_margin=float(margin))
-            measure(f"flowtie fast (bin {b}, margin {float(margin):g}, {threads} thr)", method, args.best_of, full)
+            for c in args.consistency:
+                method = get_method("flowtie", model=args.model, dark_field_bin=int(b),
+                                    bright_field_margin=float(margin), consistency=c)
+                measure(f"flowtie fast (bin {b}, margin {float(margin):g}, {threads} thr, cons. {c})", method,
+                        args.best_of, full if c == c_full else None)
     torch.set_num_threads(default_threads)
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 
