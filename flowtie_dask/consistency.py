@@ -21,9 +21,10 @@ detector's and the scan's frame (a turned detector, ``window_rotation``, changes
 taken on a regular subset of the tile's positions (at least ``positions`` of them): they are means over
 thousands of patterns.
 
-Measured (MSE rad², two iterations, against none; ``benchmarks/consistency.py``): Table 1 FlowTIE −11 to −35 %,
-TIE −2 to −20 %; the external MgO (abTEM) TIE −23 %, FlowTIE −12 %; the experiment-like Si series after
-calibration FlowTIE −4 %; at 10⁴ e⁻/pattern FlowTIE −10 to −39 % and TIE within ±3 %.
+Measured (MSE, two iterations against one projection; ``benchmarks/consistency.py``): Table 1 FlowTIE −8 to −30 %,
+TIE −0.2 to −5 %; at 10⁴ e⁻/pattern FlowTIE −11 to −28 %, TIE within ±2 %; the external MgO (abTEM) FlowTIE
+−12 %, TIE −23 %; the experiment-like Si series after calibration FlowTIE −7.7 % (its clean twin −12.7 %).
+On waves that are wrong (an uncalibrated series) it matches their power and makes them worse.
 Kernels run on NumPy or CuPy and never import dask or zarr.
 """
 
