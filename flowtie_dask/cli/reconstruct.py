@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
     for name, (opt, methods) in all_options().items():
         m.add_argument("--" + name.replace("_", "-"), dest=name, type=opt.type, choices=opt.choices,
                        default=argparse.SUPPRESS, metavar=opt.metavar,
-                       help=f"--method {', '.join(methods)}: {opt.help}")
+                       help=f"--method {', '.join(methods)}: {opt.help}".replace("%", "%%"))  # argparse formats help
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing result (by a rename once the new one is complete) and discard the "
                         "finished tiles of an interrupted run")

@@ -18,6 +18,18 @@ def _help(capsys, *cmd):
     return capsys.readouterr().out
 
 
+def test_reconstruct_help_lists_every_method_option(capsys):
+    """Every registered method's options appear in ``reconstruct --help`` (a help text with a per-cent sign in
+    it once broke argparse's formatting of the whole page)."""
+    from flowtie_dask.methods import all_options
+
+    text = _help(capsys, "reconstruct")
+    for name in all_options():
+        assert "--" + name.replace("_", "-") in text, name
+    flat = " ".join(text.split())  # argparse wraps lines
+    assert "within 4 % of the full form" in flat and "--consistency N" in flat
+
+
 def test_simulate_help_names_every_option(capsys):
     text = _help(capsys, "simulate")
     for opt in ["--out", "--lateral-cells", "--thickness-cells", "--thickness", "--energy", "--semiangle",
