@@ -47,39 +47,48 @@ DEFAULT_ITERATIONS = 2
 DEFAULT_LIMIT = 2.0
 
 
-def ring_index(shape: tuple[int, int]) -> np.ndarray:
-    """The ring of each pixel of a centred detector: round(|q − Q//2|) in pixels.
+def ring_index(shape: tuple[int, int], centre: tuple[float, float] | None = None) -> np.ndarray:
+    """The ring of each detector pixel: round(|j − centre|) in pixels, rings of equal scattering angle about the
+    unscattered beam.
 
     Parameters
     ----------
     shape : (Qx, Qy)
+    centre : (cx, cy), optional
+        The beam's pixel (fractional); default the layout's centre (Qx//2, Qy//2).
 
     Returns
     -------
     ndarray, shape (Qx, Qy), int64
     """
     qx, qy = shape
-    r = np.hypot(*np.meshgrid(np.arange(qx) - qx // 2, np.arange(qy) - qy // 2, indexing="ij"))
+    cx, cy = (qx // 2, qy // 2) if centre is None else (float(centre[0]), float(centre[1]))
+    r = np.hypot(*np.meshgrid(np.arange(qx) - cx, np.arange(qy) - cy, indexing="ij"))
     return np.rint(r).astype(np.int64)
 
 
-def ring_sums(patterns: Any, rings: np.ndarray) -> np.ndarray:
+def ring_sums(patterns: Any, rings: np.ndarray, *, length: int | None = None) -> np.ndarray:
     """Intensity summed over patterns and over each ring.
 
     Parameters
     ----------
     patterns : ndarray, shape (..., Qx, Qy)
+        Intensities (unit-sum patterns; any scale, the same for the two sides of :func:`ring_gains`).
     rings : ndarray, shape (Qx, Qy), int
         :func:`ring_index`.
+    length : int, optional
+        Rings to return (default rings.max() + 1).
 
     Returns
     -------
-    ndarray, shape (rings.max() + 1,), float64 (host)
+    ndarray, shape (length,), float64 (host)
+        In the patterns' units.
     """
     xp = get_array_module(patterns)
-    total = xp.asarray(patterns, dtype=xp.float64).reshape((-1,) + rings.shape).sum(axis=0)
+    total = xp.asarray(patterns).reshape((-1,) + rings.shape).sum(axis=0, dtype=xp.float64)
     total = np.asarray(total.get() if hasattr(total, "get") else total)
-    return np.bincount(rings.ravel(), weights=total.ravel(), minlength=int(rings.max()) + 1)
+    n = int(rings.max()) + 1 if length is None else int(length)
+    return np.bincount(rings.ravel(), weights=total.ravel(), minlength=n)[:n]
 
 
 def ring_gains(measured: np.ndarray, predicted: np.ndarray, *, full: int | None = None,
@@ -92,7 +101,9 @@ def ring_gains(measured: np.ndarray, predicted: np.ndarray, *, full: int | None 
         :func:`ring_sums` of the measured patterns and of the projected object's (the same positions).
     full : int, optional
         The last ring the detector holds whole: the rings beyond it (the detector's corners, which a turned
-        detector and the scan's frame do not share) take its gain.
+        detector and the scan's frame do not share) take its gain. None: every ring its own.
+    floor : float
+        Relative level below which a ring counts as empty.
 
     Returns
     -------
@@ -100,6 +111,9 @@ def ring_gains(measured: np.ndarray, predicted: np.ndarray, *, full: int | None 
     """
     measured = np.asarray(measured, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
+    if not (np.all(np.isfinite(measured)) and np.all(np.isfinite(predicted))):
+        raise ValueError("the ring intensities are not finite (NaN or inf in the patterns or the phase): check the "
+                         "data (flowtie-dask info) or run with --consistency 0")
     ok = (measured > floor * max(measured.max(), 0.0)) & (predicted > floor * max(predicted.max(), 0.0))
     gains = np.ones_like(measured)
     gains[ok] = np.sqrt(measured[ok] / predicted[ok])
@@ -111,6 +125,13 @@ def ring_gains(measured: np.ndarray, predicted: np.ndarray, *, full: int | None 
 def statistics_subset(shape: tuple[int, int], *, positions: int = 1024) -> np.ndarray:
     """Flat indices of a regular subset of a (bx, by) block of scan positions: every s-th row and column, s the
     largest stride that keeps at least ``positions`` of them (all when the block has fewer).
+
+    Parameters
+    ----------
+    shape : (bx, by)
+        Scan positions of the block.
+    positions : int
+        The fewest positions to keep.
 
     Returns
     -------

@@ -128,25 +128,47 @@ def project_tile(i0: Any, phase: Any, geometry: ReconstructionGeometry, *, xs: r
         return offset, num, ill
     if not consistency_limit >= 1:
         raise ValueError(f"consistency_limit must be ≥ 1 (a factor), got {consistency_limit!r}")
-    rings = ring_index(q)
+    # rings of scattering angle about the beam: in the detector's frame for the measured patterns and the waves'
+    # gains, in the scan's frame (the beam's offset from Q//2 turned with the windows) for the predicted ones
+    scan_probe, scan_centre = _scan_frame_probe(geometry, xp) if geometry.window_rotation else \
+        (probe, geometry.detector_center)
+    rings = ring_index(q, geometry.detector_center)
+    scan_rings = ring_index(q, scan_centre)
+    n_rings = int(max(rings.max(), scan_rings.max())) + 1
+    # a turned detector and the scan's frame share the rings within the detector's inscribed circle only
+    full = int(min(min(c, n - 1 - c) for centre in (geometry.detector_center, scan_centre)
+                   for c, n in zip(centre, q))) if geometry.window_rotation else None
     # the gains are found on a regular subset of the positions (their windows still overlap densely) and applied
     # to all of them in one last projection; the forward model takes the probe in the scan's frame as evaluated
     # (no window turned by shears, whose small errors would be multiplied into the predicted far fields)
-    scan_probe = dataclasses.replace(geometry, window_rotation=0.0).probe_spectrum(xp) if geometry.window_rotation \
-        else probe
     sub = xp.asarray(statistics_subset(i0.shape[:2]))
-    measured = ring_sums(xp.clip(i0f[sub], 0, None), rings)
+    measured = np.zeros(n_rings)
+    for s in range(0, len(sub), batch):
+        measured += ring_sums(xp.clip(i0f[sub[s:s + batch]], 0, None), rings, length=n_rings)
     total = None
     for _ in range(int(consistency)):
-        obj = divide_illumination(*project(total, sub))
+        # a regulariser of round-off size: the probe's tails must not damp the object the forward model sees
+        # (O·P stays bounded: |Σψ̂P*/Σ|P|²·P| ≤ max |ψ̂|)
+        obj = divide_illumination(*project(total, sub), eps=1e-9)
         predicted = np.zeros_like(measured)
         for s in range(0, len(sub), batch):
             predicted += ring_sums(predicted_patterns(obj, pos[sub[s:s + batch]], scan_probe, offset=offset,
-                                                      periodic=periodic), rings)
-        gains = ring_gains(measured, predicted, full=min(q) // 2 - 1)
+                                                      periodic=periodic), scan_rings, length=n_rings)
+        gains = ring_gains(measured, predicted, full=full)
         total = np.clip(gains if total is None else total * gains, 1.0 / consistency_limit, consistency_limit)
     num, ill = project(total)
     return offset, num, ill
+
+
+def _scan_frame_probe(geometry: ReconstructionGeometry, xp):
+    """The focused probe on the scan's axes, (Qx, Qy) complex, centred, and its beam pixel (cx, cy): the
+    detector-frame probe turned by ``window_rotation`` as the projection turns its windows (about Q//2, so the
+    beam centre's offset from Q//2 turns with it), evaluated directly instead of by shears."""
+    qx, qy = geometry.detector_shape
+    cx, cy = geometry.detector_center
+    dx, dy = geometry.to_scan_frame(cx - qx // 2, cy - qy // 2)
+    centre = (qx // 2 + dx, qy // 2 + dy)
+    return dataclasses.replace(geometry, window_rotation=0.0, detector_center=centre).probe_spectrum(xp), centre
 
 
 def reconstruct_tile(intensity: Any, geometry: ReconstructionGeometry, *, xs: range, ys: range,

@@ -109,11 +109,49 @@ def test_dark_field_phase_errors_lose_power_that_the_iterations_restore():
     np.testing.assert_allclose(_project(i0, phase, g, 2, consistency_limit=1.0), plain, atol=1e-12)
 
 
+@pytest.mark.parametrize("rows,cols", [(slice(10, 11), slice(0, 32)), (slice(5, 7), slice(20, 21)), (slice(0, 48), slice(0, 48))])
+def test_exact_phases_need_no_correction_on_small_non_periodic_tiles(rows, cols):
+    """A row, a 2×1 block and the whole scan projected as non-periodic partials: the forward model sees the
+    object as the projection made it (no regulariser damping the probe's tails), so exact phases give gains of 1."""
+    inten, psi, _, g = weak_object_series(48, 0.2)
+    i0, ph = inten[1][rows, cols], np.angle(psi)[rows, cols]
+    xs, ys = range(rows.start, rows.stop), range(cols.start, cols.stop)
+    _, plain, _ = project_tile(i0, ph, g, xs=xs, ys=ys, periodic=False)
+    _, corrected, _ = project_tile(i0, ph, g, xs=xs, ys=ys, periodic=False, consistency=2)
+    assert np.max(np.abs(corrected - plain)) < 1e-5 * np.max(np.abs(plain))
+
+
+def test_the_scan_frame_probe_sits_where_the_turned_windows_put_it():
+    """On a detector turned by 27° with the beam 4 px off the layout's centre, the forward model's probe (evaluated
+    on the scan's axes) has its aperture where the projection's shear-turned probe window has it; evaluating it
+    with the detector-frame centre would put it 2·sin(θ/2)·|offset| ≈ 2 px away."""
+    import dataclasses
+
+    from flowtie_dask.projection import shifted_windows
+    from flowtie_dask.reconstruct import _scan_frame_probe
+
+    _, _, _, g = weak_object_series(64, 0.2)
+    g = dataclasses.replace(g, detector_center=(29.0, 35.5), window_rotation=27.0)
+    q = 64
+    turned = shifted_windows(g.probe_spectrum()[None], np.zeros((1, 2)), rotation=27.0)[0]
+    turned = np.abs(np.fft.fftshift(np.fft.fft2(turned))) ** 2
+
+    def centroid(p):
+        i, j = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
+        return np.array([(p * i).sum(), (p * j).sum()]) / p.sum()
+
+    ours = centroid(np.abs(_scan_frame_probe(g, np)[0]) ** 2)
+    naive = centroid(np.abs(dataclasses.replace(g, window_rotation=0.0).probe_spectrum()) ** 2)
+    target = centroid(turned)
+    assert np.hypot(*(ours - target)) < 0.2
+    assert np.hypot(*(naive - target)) > 1.5
+
+
 def test_the_option_is_checked_and_recorded():
     assert get_method("tie").consistency == 0 and get_method("flowtie").consistency == 2  # TIE: the classical one
     assert get_method("tie", consistency=0).attrs()["consistency"] == 0
     assert get_method("tie", consistency=1).identity() != get_method("tie", consistency=2).identity()
-    for bad in (-1, 1.5, True):
+    for bad in (-1, 1.5, True, float("nan"), "2"):
         with pytest.raises(ValueError, match="consistency"):
             get_method("tie", consistency=bad)
     with pytest.raises(ValueError, match="consistency_limit"):

@@ -103,7 +103,8 @@ def consistency_option() -> Option:
 
 def check_consistency(value) -> int:
     """``value`` as a number of consistency iterations; ``ValueError`` naming the option otherwise."""
-    if isinstance(value, bool) or int(value) != value or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or int(value) != value or value < 0:
         raise ValueError(f"consistency must be an integer ≥ 0 (iterations; 0: one projection), got {value!r}")
     return int(value)
 
