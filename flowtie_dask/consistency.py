@@ -16,15 +16,17 @@ With exact phases the gains are 1 and nothing changes. The gain of each ring is 
 [1/``limit``, ``limit``] (default 2): where the phase estimate carries no coherent signal, matching the power
 would only amplify its errors, so no ring's amplitude is changed by more than a factor of two.
 
-Rings are whole detector pixels of |q| about the pattern centre (``Q//2``), so they are the same in the
-detector's and the scan's frame (a turned detector, ``window_rotation``, changes nothing). The statistics are
-taken on a regular subset of the tile's positions (at least ``positions`` of them): they are means over
-thousands of patterns.
+Rings are whole detector pixels of scattering angle about the unscattered beam's pixel (the oriented patterns
+keep an off-centre beam where it is): the measured ones in the detector's frame, the predicted ones in the scan's
+frame, where a turned detector (``window_rotation``) puts the beam's offset from Q//2 turned with the windows;
+rings are the same in both frames, within the circle the detector holds whole. The statistics are taken on a
+regular subset of the tile's positions (:func:`statistics_subset`): they are means over thousands of patterns.
 
 Measured (MSE, two iterations against one projection; ``benchmarks/consistency.py``): Table 1 FlowTIE −8 to −30 %,
-TIE −0.2 to −5 %; at 10⁴ e⁻/pattern FlowTIE −11 to −28 %, TIE within ±2 %; the external MgO (abTEM) FlowTIE
-−12 %, TIE −23 %; the experiment-like Si series after calibration FlowTIE −7.7 % (its clean twin −12.7 %).
-On waves that are wrong (an uncalibrated series) it matches their power and makes them worse.
+TIE −0.2 to −5 %; at 10⁴ e⁻/pattern FlowTIE −12 to −27 %, TIE within ±0.4 %; the external MgO (abTEM) FlowTIE
+−12 %, TIE −23 %; the experiment-like Si series after calibration (detector turned by 31°, beam 3 px off the
+layout's centre) FlowTIE −23 %, TIE −1.7 %. On waves that are wrong (an uncalibrated series) it matches their
+power and makes them worse.
 Kernels run on NumPy or CuPy and never import dask or zarr.
 """
 
