@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module
-from .projection import shifted_windows
+from .projection import probe_windows
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_LIMIT", "predicted_far_fields", "predicted_patterns", "ring_gains", "ring_index", "ring_sums",
-           "statistics_subset"]
+__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_LIMIT", "predicted_far_fields", "predicted_patterns", "ring_gains",
+           "ring_index", "ring_sums", "statistics_subset"]
 
 #: Consistency iterations of the projection methods by default.
 DEFAULT_ITERATIONS = 2
@@ -176,10 +176,7 @@ def predicted_far_fields(obj: Any, positions: Any, probe_spectrum: Any, *, offse
     positions = xp.asarray(positions, dtype=xp.float64)
     whole = xp.floor(positions)
     frac = positions - whole
-    host = np.round(np.asarray(frac if xp is np else frac.get()), 9)
-    uniq, inverse = np.unique(host, axis=0, return_inverse=True)
-    probes = shifted_windows(xp.broadcast_to(probe_spectrum, (len(uniq), qx, qy)), xp.asarray(uniq),
-                             rotation=rotation)[xp.asarray(inverse.reshape(-1))]
+    probes = probe_windows(probe_spectrum, frac, rotation=rotation)
     # centred window index c holds object pixel whole − Q//2 + c (overlap_add's mapping)
     sx = whole[:, 0].astype(xp.int64) - qx // 2 - int(offset[0])
     sy = whole[:, 1].astype(xp.int64) - qy // 2 - int(offset[1])

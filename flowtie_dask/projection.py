@@ -20,8 +20,8 @@ import numpy as np
 
 from .backend import get_array_module, ifft2
 
-__all__ = ["exit_wave_spectra", "rotate_windows", "shifted_windows", "overlap_add", "divide_illumination", "unwrap",
-           "dense_projection"]
+__all__ = ["exit_wave_spectra", "rotate_windows", "shifted_windows", "probe_windows", "overlap_add",
+           "divide_illumination", "unwrap", "dense_projection"]
 
 
 def exit_wave_spectra(i0: Any, phase: Any):
@@ -122,6 +122,33 @@ def shifted_windows(spectra: Any, fractions: Any, *, rotation: float = 0.0):
     return ifft2(s) * math.sqrt(qx * qy)
 
 
+def probe_windows(probe_spectrum: Any, fractions: Any, *, rotation: float = 0.0):
+    """The probe's real-space window at each position's sub-pixel fraction (:func:`shifted_windows` of the probe),
+    built once per distinct fraction (scan grids repeat a few).
+
+    Parameters
+    ----------
+    probe_spectrum : ndarray, shape (Qx, Qy), complex
+        Centred, Σ|P̃|² = 1.
+    fractions : ndarray, shape (B, 2)
+        Sub-pixel shifts in pixels.
+    rotation : float
+        Degrees the window is turned by (:func:`rotate_windows`).
+
+    Returns
+    -------
+    ndarray, shape (B, Qx, Qy), complex
+        FFT order, unit norm.
+    """
+    xp = get_array_module(probe_spectrum)
+    qx, qy = probe_spectrum.shape
+    host = np.round(np.asarray(fractions if xp is np else fractions.get()), 9)
+    uniq, inverse = np.unique(host, axis=0, return_inverse=True)
+    probes = shifted_windows(xp.broadcast_to(probe_spectrum, (len(uniq), qx, qy)), xp.asarray(uniq),
+                             rotation=rotation)
+    return probes[xp.asarray(inverse.reshape(-1))]
+
+
 def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape: tuple[int, int], *,
                 periodic: bool, offset: tuple[int, int] = (0, 0), rotation: float = 0.0):
     """Numerator Σ ψ̂·P* and illumination Σ|P|² of the projection for a batch of scan positions.
@@ -155,12 +182,7 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
     whole = xp.floor(positions)
     frac = positions - whole
     psi = shifted_windows(spectra, frac, rotation=rotation)
-    # scan grids repeat a few sub-pixel fractions: build the probe window once per distinct fraction
-    host = np.round(np.asarray(frac if xp is np else frac.get()), 9)
-    uniq, inverse = np.unique(host, axis=0, return_inverse=True)
-    probes = shifted_windows(xp.broadcast_to(probe_spectrum, (len(uniq), qx, qy)), xp.asarray(uniq),
-                             rotation=rotation)
-    probe = probes[xp.asarray(inverse.reshape(-1))]
+    probe = probe_windows(probe_spectrum, frac, rotation=rotation)
     num = psi * xp.conj(probe)
     den = xp.abs(probe) ** 2
     # window index i (FFT order) holds u = i for i < Q − Q//2 and i − Q above: object pixel n + u

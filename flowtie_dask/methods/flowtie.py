@@ -3,9 +3,9 @@ fields, integrated over the whole scan, then projected; one tile is integrated w
 
 from __future__ import annotations
 
+from ..consistency import DEFAULT_ITERATIONS
 from ..model.inference import DEFAULT_DARK_FIELD_BIN, DEFAULT_MARGIN, FlowTIEPhase  # light: torch on loading a model
 from . import register
-from ..consistency import DEFAULT_ITERATIONS
 from .base import Method, Needs, Option, check_consistency, consistency_option
 
 __all__ = ["FlowTIE"]
