@@ -181,10 +181,6 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
     positions = xp.asarray(positions, dtype=xp.float64)
     whole = xp.floor(positions)
     frac = positions - whole
-    psi = shifted_windows(spectra, frac, rotation=rotation)
-    probe = probe_windows(probe_spectrum, frac, rotation=rotation)
-    num = psi * xp.conj(probe)
-    den = xp.abs(probe) ** 2
     # window index i (FFT order) holds u = i for i < Q − Q//2 and i − Q above: object pixel n + u
     ux = xp.asarray(np.fft.ifftshift(np.arange(qx) - qx // 2))
     uy = xp.asarray(np.fft.ifftshift(np.arange(qy) - qy // 2))
@@ -196,7 +192,18 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
     elif int(ix.min()) < 0 or int(iy.min()) < 0 or int(ix.max()) >= nx or int(iy.max()) >= ny:
         raise ValueError("a probe window falls outside the object grid; enlarge the object or use periodic=True")
     if xp is np and qx <= nx and qy <= ny:
-        return _window_sums(num, den, ix[:, 0] - ux[0] - qx // 2, iy[:, 0] - uy[0] - qy // 2, (nx, ny))
+        if rotation == 0:
+            num, den, cls = _centred_products(spectra, probe_spectrum, frac)
+        else:
+            psi = shifted_windows(spectra, frac, rotation=rotation)
+            probe = probe_windows(probe_spectrum, frac, rotation=rotation)
+            num = np.fft.fftshift(psi * np.conj(probe), axes=(-2, -1))
+            den, cls = np.fft.fftshift(np.abs(probe) ** 2, axes=(-2, -1)), np.arange(b)
+        return _window_sums(num, den, cls, ix[:, 0] - ux[0] - qx // 2, iy[:, 0] - uy[0] - qy // 2, (nx, ny))
+    psi = shifted_windows(spectra, frac, rotation=rotation)
+    probe = probe_windows(probe_spectrum, frac, rotation=rotation)
+    num = psi * xp.conj(probe)
+    den = xp.abs(probe) ** 2
     flat = (ix[:, :, None] * ny + iy[:, None, :]).reshape(-1)
     n = nx * ny
     re = xp.bincount(flat, weights=num.real.reshape(-1), minlength=n)
@@ -205,22 +212,57 @@ def overlap_add(spectra: Any, probe_spectrum: Any, positions: Any, object_shape:
     return (re + 1j * im).reshape(nx, ny), ill.reshape(nx, ny)
 
 
-def _window_sums(num, den, sx, sy, shape):
+def _centred_products(spectra, probe_spectrum, fractions):
+    """The windows' products ψ̂·P* (B, Qx, Qy) and |P|² (U, Qx, Qy) in centred order (u = 0 at Q//2) and each
+    position's class in the second (B,), straight from centred spectra, NumPy only.
+
+    The inverse FFT of a centred spectrum multiplied by exp(−2πi·k·(Q//2)/Q) per axis is the centred window
+    times a unimodular factor that depends on u only; ψ̂ and P carry the same factor, so it cancels in ψ̂·P* and
+    |P|². That replaces the two shifts, the scale and the products of whole windows of :func:`shifted_windows`
+    with one multiply before and one after the FFT (the probe's windows are made once per sub-pixel fraction).
+    """
+    b, qx, qy = spectra.shape
+    fractions = np.asarray(fractions, dtype=np.float64)
+    # classes as probe_windows makes them (fractions to 1e-9 px); a class's waves are shifted by its first
+    # member's exact fraction (scan grids repeat theirs to ~1e-16), its probe by the rounded one, as there
+    rounded, first, cls = np.unique(np.round(fractions, 9), axis=0, return_index=True, return_inverse=True)
+    cls = cls.reshape(-1)
+    dtype = np.complex64 if spectra.dtype == np.complex64 else np.complex128
+
+    def factors(f):  # centred index k holds the frequency (k − Q//2)/Q; the ramp exp(−2πi f·freq) joins in
+        gx = np.exp(-2j * np.pi * (np.arange(qx)[None, :] * (qx // 2) + f[:, 0:1] * (np.arange(qx) - qx // 2)) / qx)
+        gy = np.exp(-2j * np.pi * (np.arange(qy)[None, :] * (qy // 2) + f[:, 1:2] * (np.arange(qy) - qy // 2)) / qy)
+        return (gx[:, :, None] * gy[:, None, :]).astype(dtype)
+
+    factor = factors(fractions[first])
+    probes = ifft2(np.asarray(probe_spectrum)[None] * factors(rounded))
+    scale = float(qx * qy)  # each window is scaled by √(Qx·Qy) (unit-sum spectrum → unit-norm wave)
+    den = (np.abs(probes) ** 2 * scale).astype(np.float64)
+    cprobe = (np.conj(probes) * scale).astype(dtype)
+    if len(first) == 1:
+        num = ifft2(spectra * factor[0])
+        num *= cprobe[0]
+    else:
+        num = ifft2(spectra * factor[cls])
+        num *= cprobe[cls]
+    return num, den, cls
+
+
+def _window_sums(num, den, cls, sx, sy, shape):
     """The overlap-add on the CPU as one window add per position (a few µs each) instead of a scatter of every
-    window pixel (``bincount``: ~6× slower): windows in FFT order are centred, added at their first object pixel
-    (``sx``, ``sy``: the object pixel of the window's index 0 after centring, in [0, N) for a periodic object) on
-    a grid one window wider, whose overhang is then folded back (periodic) — the same sums as the scatter."""
+    window pixel (``bincount``: ~6× slower): centred windows (``num`` per position, ``den[cls[k]]``) are added at
+    their first object pixel (``sx``, ``sy``: the object pixel of the window's index 0, in [0, N) for a periodic
+    object) on a grid one window wider, whose overhang is then folded back (periodic) — the same sums as the
+    scatter."""
     b, qx, qy = num.shape
     nx, ny = shape
     sx, sy = np.asarray(sx) % nx, np.asarray(sy) % ny
-    wnum = np.fft.fftshift(num, axes=(-2, -1))
-    wden = np.fft.fftshift(den, axes=(-2, -1))
     acc = np.zeros((nx + qx, ny + qy), dtype=np.complex128)
     ill = np.zeros((nx + qx, ny + qy), dtype=np.float64)
     for k in range(b):
         x, y = int(sx[k]), int(sy[k])
-        acc[x:x + qx, y:y + qy] += wnum[k]
-        ill[x:x + qx, y:y + qy] += wden[k]
+        acc[x:x + qx, y:y + qy] += num[k]
+        ill[x:x + qx, y:y + qy] += den[cls[k]]
     for a in (acc, ill):  # fold the overhang back: rows, then columns (a window is never wider than the grid)
         a[:qx] += a[nx:nx + qx]
         a[:, :qy] += a[:, ny:ny + qy]

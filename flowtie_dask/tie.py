@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-def defocus_derivative(intensity: Any, c10: tuple[float, float, float]):
+def defocus_derivative(intensity: Any, c10: tuple[float, float, float], *, out: Any = None):
     """Central finite difference ∂I/∂C10 and the in-focus intensity of a defocus series.
 
     Parameters
@@ -43,6 +43,9 @@ def defocus_derivative(intensity: Any, c10: tuple[float, float, float]):
         The three scans in the order of ``c10``.
     c10 : tuple of 3 floats
         C10 of each scan in Å (C10 = −Δf).
+    out : ndarray, shape (2, ...), optional
+        Written with ``didz`` in ``out[0]`` and ``i0`` in ``out[1]`` (one buffer, no temporaries); the two
+        returned arrays are then those views.
 
     Returns
     -------
@@ -56,7 +59,13 @@ def defocus_derivative(intensity: Any, c10: tuple[float, float, float]):
     span = float(c10[hi]) - float(c10[lo])
     if not span > 0:
         raise ValueError(f"the defocus values {c10} must differ")
-    return (intensity[hi] - intensity[lo]) / span, intensity[mid]
+    if out is None:
+        return (intensity[hi] - intensity[lo]) / span, intensity[mid]
+    xp = get_array_module(intensity)
+    xp.subtract(intensity[hi], intensity[lo], out=out[0])
+    out[0] /= span
+    out[1] = intensity[mid]
+    return out[0], out[1]
 
 
 def _host(x):
@@ -219,14 +228,19 @@ def tie_phase(
     mx, my = (2 * rx, 2 * ry) if mirror else (rx, ry)
     if batch is None:
         batch = max(8, 2**22 // (mx * my))
+    # the spectral factors in the data's precision: float32 data stay complex64 through both FFTs
     kx = _k(mx, step[0], xp)[:, None, None]
     ky = xp.fft.rfftfreq(my, d=step[1])[None, :, None]
     k2 = kx**2 + ky**2
     k2[0, 0, 0] = 1.0
-    ibar = i0.mean(axis=(0, 1))
+    inv_k2 = (1.0 / k2).astype(real)
+    inv_k2[0, 0, 0] = 0.0  # the per-q mean of φ: set by ``reference``
+    tilt_x = (kx * (2 * math.pi * wavelength)).astype(real)  # λ·2π K, so the tilt term is i·(q·tilt)·Ĩ
+    tilt_y = (ky * (2 * math.pi * wavelength)).astype(real)
+    ibar = i0.mean(axis=(0, 1), dtype=xp.float64)
     ibar = xp.maximum(ibar, eps * (float(ibar.max()) if ibar_max is None else float(ibar_max)))
-    qxf = xp.broadcast_to(qx[:, None], (nqx, nqy)).reshape(-1)
-    qyf = xp.broadcast_to(qy[None, :], (nqx, nqy)).reshape(-1)
+    qxf = xp.broadcast_to(qx[:, None], (nqx, nqy)).reshape(-1).astype(real)
+    qyf = xp.broadcast_to(qy[None, :], (nqx, nqy)).reshape(-1).astype(real)
     d_flat = didz.reshape(rx, ry, -1)
     i_flat = i0.reshape(rx, ry, -1)
     shift = row0 * nqy  # flattened full-detector index → index in the window
@@ -255,10 +269,11 @@ def tie_phase(
         # φ̃ = −(2π/(λĪ))·(D̃ − λ·2πi q·K Ĩ) / (−4π²|K|²), spectral on the (extended) periodic scan
         d_hat = fft.rfft2(d, axes=(0, 1))
         i_hat = fft.rfft2(i, axes=(0, 1))
-        tilt = (2j * math.pi * wavelength) * (qxf[sl] * kx + qyf[sl] * ky)
-        phi_hat = (d_hat - tilt * i_hat) * ((1.0 / (2 * math.pi * wavelength * ib_flat[local])) / k2)
-        phi_hat[0, 0, :] = 0.0
-        out[:, :, sl.start - r0 * nqy:sl.stop - r0 * nqy] = fft.irfft2(phi_hat, s=(mx, my), axes=(0, 1))[:rx, :ry]
+        i_hat *= qxf[sl] * tilt_x + qyf[sl] * tilt_y
+        i_hat *= 1j
+        d_hat -= i_hat  # D̃ − λ·2πi q·K Ĩ
+        d_hat *= inv_k2 * (1.0 / (2 * math.pi * wavelength * ib_flat[local])).astype(real)
+        out[:, :, sl.start - r0 * nqy:sl.stop - r0 * nqy] = fft.irfft2(d_hat, s=(mx, my), axes=(0, 1))[:rx, :ry]
     out = out.reshape(rx, ry, r1 - r0, nqy)
     if reference is not None:
         out += xp.asarray(reference)[r0:r1][None, None]

@@ -51,8 +51,9 @@ class TIE(Method):
     def field(self, intensity, geometry):
         """(3, tx, ty, Qx, Qy) → i0 (tx, ty, Qx, Qy) and the field (∂I/∂C10 in 1/Å, I₀), (2, tx, ty, Qx, Qy)."""
         xp = get_array_module(intensity)
-        didz, i0 = defocus_derivative(intensity, geometry.c10)
-        return i0, xp.stack([didz, i0])
+        field = xp.empty((2, *intensity.shape[1:]), dtype=intensity.dtype)
+        _, i0 = defocus_derivative(intensity, geometry.c10, out=field)
+        return i0, field
 
     def field_rows(self, rows, geometry, *, boundary: str):
         """A non-periodic scan's mirror images read the rows of −q_x too (:func:`~flowtie_dask.tie.mirror_rows`)."""

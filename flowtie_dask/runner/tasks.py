@@ -62,7 +62,7 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     block = geometry.orient(xp.asarray(block))
     _, g = method.field(block, geometry)
     ix, iy = tile.interior
-    g = asnumpy(g[:, ix, iy]).astype(np.float32)
+    g = asnumpy(g[:, ix, iy]).astype(np.float32, copy=False)
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
     return g, report
