@@ -27,6 +27,8 @@ __all__ = [
     "tie_phase",
     "mirror_extend",
     "mirror_rows",
+    "mirror_row_ranges",
+    "window_rows",
     "forward_differences",
     "smooth_gradient",
     "wrap_gradient",
@@ -198,9 +200,10 @@ def tie_phase(
     batch : int, optional
         Detector pixels solved at once; by default enough for ~4 M scan-grid values per array (with
         the mirror images), which keeps the solver's temporaries near 150 MB whatever the tile.
-    row0 : int
+    row0 : int or sequence of int
         ``didz`` and ``i0`` may hold a window of detector rows, shape (Rx, Ry, W, Qy): rows
-        ``row0 … row0 + W − 1`` of the detector that ``qx`` (all Qx rows) describes.
+        ``row0 … row0 + W − 1`` of the detector that ``qx`` (all Qx rows) describes, or, given as W ascending
+        row numbers, any rows (e.g. a block and its mirror image's rows, :func:`mirror_row_ranges`).
     rows : (int, int), optional
         Detector rows [start, stop) to solve (default: every row of the window). With the mirror boundary
         the window must also hold the rows their q → −q images read (:func:`mirror_rows`).
@@ -221,9 +224,14 @@ def tie_phase(
     qx = xp.asarray(qx, dtype=xp.float64)
     qy = xp.asarray(qy, dtype=xp.float64)
     nqx = int(qx.shape[0])
-    r0, r1 = (row0, row0 + width) if rows is None else (int(rows[0]), int(rows[1]))
-    if not (0 <= row0 and row0 + width <= nqx and row0 <= r0 < r1 <= row0 + width):
-        raise ValueError(f"rows {r0}–{r1} must lie in the window {row0}–{row0 + width} of a {nqx}-row detector")
+    held = window_rows(row0, width)
+    r0, r1 = (int(held[0]), int(held[-1]) + 1) if rows is None else (int(rows[0]), int(rows[1]))
+    slot = np.full(nqx, -1)  # detector row → its row in the window (−1: not held)
+    if held.min() < 0 or held.max() >= nqx:
+        raise ValueError(f"the window's rows {held.min()}–{held.max()} must lie on a {nqx}-row detector")
+    slot[held] = np.arange(width)
+    if not (0 <= r0 < r1 <= nqx and np.array_equal(slot[r0:r1], slot[r0] + np.arange(r1 - r0)) and slot[r0] >= 0):
+        raise ValueError(f"rows {r0}–{r1} must lie in the window {_span(held)} of a {nqx}-row detector")
     mirror = boundary == "mirror"
     mx, my = (2 * rx, 2 * ry) if mirror else (rx, ry)
     if batch is None:
@@ -243,16 +251,20 @@ def tie_phase(
     qyf = xp.broadcast_to(qy[None, :], (nqx, nqy)).reshape(-1).astype(real)
     d_flat = didz.reshape(rx, ry, -1)
     i_flat = i0.reshape(rx, ry, -1)
-    shift = row0 * nqy  # flattened full-detector index → index in the window
+    shift = (r0 - int(slot[r0])) * nqy  # flattened full-detector index of the solved rows → index in the window
     ib_flat = ibar.reshape(-1)
     out = xp.empty((rx, ry, (r1 - r0) * nqy), dtype=real)
     if mirror:
         if center is None:
             center = (float(np.argmin(np.abs(_host(qx)))), float(np.argmin(np.abs(_host(qy)))))
-        flips = [[(idx - shift, w) for idx, w in taps] for taps in _mirror_taps(nqx, nqy, center)]
+        def local_index(idx):  # full-detector flattened pixel → the window's (negative: a row not held)
+            row, col = np.divmod(idx, nqy)
+            return np.where(slot[row] >= 0, slot[row] * nqy + col, -1)
+
+        flips = [[(local_index(idx), w) for idx, w in taps] for taps in _mirror_taps(nqx, nqy, center)]
         needed = np.concatenate([idx[r0 * nqy:r1 * nqy] for taps in flips for idx, _ in taps])
-        if needed.min() < 0 or needed.max() >= width * nqy:
-            raise ValueError(f"the q → −q images of rows {r0}–{r1} lie outside the window {row0}–{row0 + width}: "
+        if needed.min() < 0:
+            raise ValueError(f"the q → −q images of rows {r0}–{r1} lie outside the window {_span(held)}: "
                              "give the rows mirror_rows names")
     for s in range(r0 * nqy, r1 * nqy, batch):
         sl = slice(s, min(s + batch, r1 * nqy))  # full-detector flattened pixels
@@ -287,6 +299,33 @@ def mirror_rows(rows: tuple[int, int], nqx: int, center: float) -> tuple[int, in
     part = idx[rows[0]:rows[1]].ravel()
     lo, hi = min(rows[0], int(part.min())), max(rows[1], int(part.max()) + 1)
     return lo, hi
+
+
+def mirror_row_ranges(rows: tuple[int, int], nqx: int, center: float) -> tuple[tuple[int, int], ...]:
+    """The detector rows the mirror-boundary TIE of ``rows`` reads, as few disjoint ranges [start, stop): the
+    rows themselves and the taps of their q_x → −q_x images (a block far from the centre reads two short
+    ranges, not every row between them as :func:`mirror_rows` does)."""
+    idx, _ = _flip_taps(nqx, center)
+    need = np.zeros(nqx, dtype=bool)
+    need[rows[0]:rows[1]] = True
+    need[idx[rows[0]:rows[1]].ravel()] = True
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], need.astype(np.int8), [0]])))
+    return tuple((int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]))
+
+
+def window_rows(row0, width: int) -> np.ndarray:
+    """Detector rows a window of ``width`` rows holds: ``row0 … row0 + width − 1`` for an int ``row0``, else the
+    ``width`` ascending rows ``row0`` lists (ValueError otherwise)."""
+    if np.ndim(row0) == 0:
+        return int(row0) + np.arange(width)
+    held = np.asarray(row0, dtype=int).reshape(-1)
+    if len(held) != width or np.any(np.diff(held) <= 0):
+        raise ValueError(f"a window's rows must be {width} ascending detector rows, got {held.tolist()}")
+    return held
+
+
+def _span(held) -> str:
+    return f"{int(held[0])}–{int(held[-1]) + 1}" if held[-1] - held[0] + 1 == len(held) else str(held.tolist())
 
 
 def forward_differences(phase: Any, *, step: tuple[float, float]):

@@ -161,7 +161,7 @@ def test_a_window_of_detector_rows_gives_the_full_detectors_rows(rng, center):
     """The global path solves blocks of detector rows: tie_phase on the rows that mirror_rows names (a window)
     returns exactly the full detector's solution of those rows, for a whole-pixel centre and one between
     pixels (four-tap images); a window without the image rows is refused."""
-    from flowtie_dask.tie import mirror_rows, tie_phase
+    from flowtie_dask.tie import mirror_row_ranges, mirror_rows, tie_phase
 
     rx, ry, nqx, nqy = 10, 9, 12, 11
     i0 = 1.0 + rng.random((rx, ry, nqx, nqy))
@@ -176,5 +176,16 @@ def test_a_window_of_detector_rows_gives_the_full_detectors_rows(rng, center):
             part = tie_phase(didz[:, :, lo:hi], i0[:, :, lo:hi], boundary=boundary, row0=lo, rows=rows,
                              ibar_max=ibar_max, **kw)
             np.testing.assert_allclose(part, full[:, :, rows[0]:rows[1]], rtol=0, atol=1e-12)
+            # only the rows read, as ranges (a block far from the centre: itself and its image's rows)
+            ranges = mirror_row_ranges(rows, nqx, center[0]) if boundary == "mirror" else (rows,)
+            held = np.concatenate([np.arange(a, b) for a, b in ranges])
+            assert set(held) <= set(range(lo, hi)) and set(range(*rows)) <= set(held)
+            part = tie_phase(didz[:, :, held], i0[:, :, held], boundary=boundary, row0=held, rows=rows,
+                             ibar_max=ibar_max, **kw)
+            np.testing.assert_allclose(part, full[:, :, rows[0]:rows[1]], rtol=0, atol=1e-12)
+            if boundary == "mirror" and len(ranges) > 1:
+                assert len(held) < hi - lo  # fewer rows than the one range mirror_rows names
     with pytest.raises(ValueError, match="outside the window"):
         tie_phase(didz[:, :, :4], i0[:, :, :4], boundary="mirror", row0=0, rows=(0, 2), **kw)
+    with pytest.raises(ValueError, match="ascending"):
+        tie_phase(didz[:, :, :2], i0[:, :, :2], boundary="periodic", row0=[3, 1], rows=(3, 4), **kw)

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..consistency import DEFAULT_ITERATIONS
 from ..integrate import integrate_gradient, zero_mean_gradient
+from ..tie import window_rows
 
 __all__ = ["KINDS", "Method", "Needs", "Option", "check_consistency", "consistency_option"]
 
@@ -180,24 +181,27 @@ class Method:
         """
         raise NotImplementedError(f"method {self.name!r} predicts no gradient field")
 
-    def field_rows(self, rows: tuple[int, int], geometry, *, boundary: str) -> tuple[int, int]:
-        """Detector rows [start, stop) of the whole scan's field that :meth:`integrate` of ``rows`` reads
-        (default: ``rows`` only)."""
-        return rows
+    def field_rows(self, rows: tuple[int, int], geometry, *, boundary: str) -> tuple[tuple[int, int], ...]:
+        """Detector rows of the whole scan's field that :meth:`integrate` of ``rows`` reads, as disjoint ascending
+        ranges [start, stop) (default: ``rows`` only)."""
+        return (tuple(rows),)
 
     def field_summary(self, field: Any) -> float | None:
         """A number from one block of the whole scan's field, (2, Rx, Ry, qb, Qy), that :meth:`integrate`
         needs of the whole field (the summaries of all blocks are merged by ``max``); default None."""
         return None
 
-    def integrate(self, field: Any, geometry, *, boundary: str, row0: int, rows: tuple[int, int],
+    def integrate(self, field: Any, geometry, *, boundary: str, row0, rows: tuple[int, int],
                   summary: float | None = None):
         """Stage 2 of the global path: the probe-frame phase of detector ``rows`` over the whole scan.
 
         Parameters
         ----------
         field : ndarray, shape (2, Rx, Ry, W, Qy)
-            The whole scan's field on detector rows ``row0 … row0 + W − 1`` (what :meth:`field_rows` asked).
+            The whole scan's field on the W detector rows :meth:`field_rows` asked.
+        row0 : int or sequence of int
+            Those rows: ``row0 … row0 + W − 1`` for an int, else the W rows listed
+            (:func:`~flowtie_dask.tie.window_rows`).
         boundary : {"periodic", "mirror"}
         rows : (int, int)
             Detector rows [start, stop) to return.
@@ -211,7 +215,8 @@ class Method:
             field is the forward-difference gradient; a non-periodic scan's field less its mean per detector
             pixel (:func:`~flowtie_dask.integrate.zero_mean_gradient`), integrated.
         """
-        g = field[:, :, :, rows[0] - row0:rows[1] - row0]
+        start = int(np.searchsorted(window_rows(row0, field.shape[3]), rows[0]))
+        g = field[:, :, :, start:start + rows[1] - rows[0]]
         gx, gy = zero_mean_gradient(g[0], g[1], boundary=boundary)
         return integrate_gradient(gx, gy, step=geometry.scan_step, kind="forward", boundary=boundary).astype(np.float32)
 

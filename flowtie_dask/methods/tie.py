@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..reconstruct import tie_phase_of_tile
-from ..tie import defocus_derivative, mirror_rows, tie_phase
+from ..tie import defocus_derivative, mirror_row_ranges, tie_phase
 from . import register
 from .base import Method, Needs, check_consistency, consistency_option
 
@@ -56,16 +56,16 @@ class TIE(Method):
         return i0, field
 
     def field_rows(self, rows, geometry, *, boundary: str):
-        """A non-periodic scan's mirror images read the rows of −q_x too (:func:`~flowtie_dask.tie.mirror_rows`)."""
+        """A non-periodic scan's mirror images read the rows of −q_x too (:func:`~flowtie_dask.tie.mirror_row_ranges`)."""
         if boundary != "mirror":
-            return rows
-        return mirror_rows(rows, geometry.detector_shape[0], geometry.detector_center[0])
+            return (tuple(rows),)
+        return mirror_row_ranges(rows, geometry.detector_shape[0], geometry.detector_center[0])
 
     def field_summary(self, field) -> float:
         """The largest scan-mean I₀ of the block's pixels (the ``eps`` clip is relative to the detector's)."""
         return float(field[1].mean(axis=(0, 1)).max())
 
-    def integrate(self, field, geometry, *, boundary: str, row0: int, rows, summary=None):
+    def integrate(self, field, geometry, *, boundary: str, row0, rows, summary=None):
         """The TIE of detector ``rows`` over the whole scan (see :meth:`Method.integrate`), without P̃(q)."""
         xp = get_array_module(field)
         qx, qy = geometry.q_vectors(xp)

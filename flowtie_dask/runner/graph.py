@@ -86,11 +86,11 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     columns = []
     for k in range(len(field_blocks)):
         span = (edges[k], edges[k + 1])
-        lo, hi = method.field_rows(span, geometry, boundary=boundary)
-        first = int(np.searchsorted(edges, lo, side="right") - 1)
-        last = int(np.searchsorted(edges, hi, side="left"))
-        task = solve(*field_blocks[first:last], method=method, geometry=geometry, boundary=boundary,
-                     row0=edges[first], rows=span, summary=summary,
+        ranges = method.field_rows(span, geometry, boundary=boundary)
+        used = sorted({b for lo, hi in ranges for b in range(int(np.searchsorted(edges, lo, side="right") - 1),
+                                                               int(np.searchsorted(edges, hi, side="left")))})
+        task = solve(*[field_blocks[b] for b in used], method=method, geometry=geometry, boundary=boundary,
+                     starts=[edges[b] for b in used], ranges=ranges, rows=span, summary=summary,
                      dask_key_name=f"{method.name}-integrate-{span[0]}-{token}")
         columns.append(da.from_delayed(task, shape=(rx, ry, span[1] - span[0], qy), dtype=np.float32))
     phase = da.concatenate(columns, axis=2)

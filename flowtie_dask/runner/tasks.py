@@ -68,14 +68,32 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     return g, report
 
 
-def integrate_task(*blocks, method, geometry: ReconstructionGeometry, boundary: str, row0: int,
+def integrate_task(*blocks, method, geometry: ReconstructionGeometry, boundary: str, starts, ranges,
                    rows: tuple[int, int], summary=None):
-    """Stage 2: ``method.integrate`` of detector ``rows`` over the whole scan, from the consecutive blocks of
-    the whole scan's field that hold the rows it reads (each (2, Rx, Ry, qb, Qy); the first starts at detector
-    row ``row0``) → (Rx, Ry, stop − start, Qy) float32."""
-    field = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=3)
-    return np.asarray(method.integrate(field, geometry, boundary=boundary, row0=row0, rows=rows, summary=summary),
-                      dtype=np.float32)
+    """Stage 2: ``method.integrate`` of detector ``rows`` over the whole scan, from the blocks of the whole scan's
+    field that hold the rows it reads (each (2, Rx, Ry, qb, Qy), starting at detector rows ``starts``, ascending)
+    → (Rx, Ry, stop − start, Qy) float32. Only the rows of ``ranges`` (:meth:`Method.field_rows`) are kept."""
+    return np.asarray(integrate_window(field_window(blocks, starts, ranges), method, geometry, boundary=boundary,
+                                       ranges=ranges, rows=rows, summary=summary), dtype=np.float32)
+
+
+def field_window(blocks, starts, ranges):
+    """The rows of ``ranges`` (disjoint, ascending [start, stop)) out of row blocks starting at ``starts``,
+    concatenated over the detector-row axis (axis 3) into one array (2, Rx, Ry, W, Qy)."""
+    pieces = []
+    for lo, hi in ranges:
+        for s, b in zip(starts, blocks):
+            a, z = max(lo, s), min(hi, s + b.shape[3])
+            if a < z:
+                pieces.append(b[:, :, :, a - s:z - s])
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=3)
+
+
+def integrate_window(window, method, geometry, *, boundary: str, ranges, rows, summary=None):
+    """``method.integrate`` of a window holding the rows of ``ranges`` (its ``row0``: the first row when they are
+    one range, else every row)."""
+    row0 = ranges[0][0] if len(ranges) == 1 else np.concatenate([np.arange(a, b) for a, b in ranges])
+    return method.integrate(window, geometry, boundary=boundary, row0=row0, rows=rows, summary=summary)
 
 
 def field_summary_task(block, *, method):
