@@ -4,7 +4,7 @@ mass on the same store as the peer.
 
 Run:  python benchmarks/reconstruct_throughput.py [--sizes 64 128 256] [--workers 1 2] [--methods all]
           [--layout default] [--libertem-python /path/to/venv/bin/python] [--plot throughput.png]
-          [--gpus 1]
+          [--gpus 1] [--scratch auto|memory|DIR]
 
 Printed per (scan size, workers, method): wall seconds, scan positions per second, MB/s of stored intensity
 read (uncompressed, the three scans), the ratio to the floor's positions/s, peak RSS of the busiest worker
@@ -175,6 +175,8 @@ def main():
     parser.add_argument("--gpus", type=int, default=0, help="GPUs (dask-cuda); replaces --workers")
     parser.add_argument("--methods", nargs="+", default=["all"])
     parser.add_argument("--layout", default="default", help="store layout (flowtie_dask.store.LAYOUTS)")
+    parser.add_argument("--scratch", default="auto",
+                        help="global path's hand-over: auto, memory, or a folder for its files (runner.reconstruct)")
     parser.add_argument("--libertem-python", default=None)
     parser.add_argument("--plot", default="throughput.png")
     parser.add_argument("--json", default=None, help="also write the rows as JSON")
@@ -186,6 +188,7 @@ def main():
             plot(json.load(f), args.plot)
         return 0
     methods = list(REGISTRY) if args.methods == ["all"] else args.methods
+    scratch = None if args.scratch == "memory" else args.scratch
     counts = [args.gpus] if args.gpus else args.workers
     print(f"load average before: {os.getloadavg()[0]:.2f}; cores: {os.cpu_count()}; layout {args.layout}")
     print(f"{'scan':>5s} {'workers':>7s} {'method':9s} {'wall s':>7s} {'pos/s':>8s} {'MB/s':>7s} {'×floor':>7s} "
@@ -226,7 +229,7 @@ def main():
                                     client=client, progress=False, device="gpu" if args.gpus else "cpu")
                     t0 = time.perf_counter()
                     res = reconstruct(path, method, tile_size=TILE, halo=HALO, client=client, progress=False,
-                                      device="gpu" if args.gpus else "cpu")
+                                      device="gpu" if args.gpus else "cpu", scratch=scratch)
                     wall = time.perf_counter() - t0
                     rss = max(client.run(_peak_rss_mb).values())
                 reads = 1 / 3 if name == "icom" else 1.0

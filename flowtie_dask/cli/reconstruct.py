@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..atomic import check_output, claim_output
@@ -38,6 +39,12 @@ def add_parser(sub) -> None:
     p.add_argument("--band-limit", choices=("auto", "on", "off"), default="auto",
                    help="low-pass the scans over the scan axes at 2α/λ, above which no pattern pixel holds signal, "
                         "only shot noise (auto: for FlowTIE on a scan with shot noise: counts or a noisy simulation)")
+    p.add_argument("--scratch", default="auto", metavar="auto|memory|DIR",
+                   help="global integration on several tiles: hand each tile's field to the blocks of detector rows "
+                        "through files (worker memory follows the tile, not the scan; the files hold the data's size "
+                        "during the run and are removed after it) in DIR, or in memory (the whole field, 2/3 of the "
+                        "data, stays in the workers); auto: files beside the output when the field is over 256 MiB. "
+                        "On a cluster of several machines DIR must be a folder every worker sees")
     p.add_argument("--periodic", choices=("auto", "yes", "no"), default="auto",
                    help="object = one scan period (auto: the store's 'periodic' attribute)")
     m = p.add_argument_group("method options (from the method registry)")
@@ -87,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--halo {args.halo} is larger than the scan ({st.scan_shape[0]}×{st.scan_shape[1]} "
                          f"positions): use at most {max(st.scan_shape)} (the default 16 suits most scans)")
     halo = 16 if args.halo is None else args.halo
+    scratch = {"auto": "auto", "memory": None}.get(args.scratch, args.scratch)
+    if scratch not in ("auto", None) and not (os.path.isdir(scratch) and os.access(scratch, os.W_OK | os.X_OK)):
+        raise ValueError(f"--scratch {scratch}: not a folder this user can write to; give an existing writable "
+                         "folder (every worker must see it), or auto, or memory")
     workers = 0 if args.workers is None else args.workers
     if method.kind == "whole":
         if args.resume:
@@ -110,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             result = reconstruct(st, method, tile_size=tile, halo=halo, periodic=periodic, client=client,
                                  progress=not args.no_progress, device=device, cache=cache,
                                  keep_fields=args.keep_fields, integration=args.integration,
-                                 band_limit=args.band_limit)
+                                 band_limit=args.band_limit, scratch=scratch)
         path = write_result(result, args.out, overwrite=args.overwrite)
         args.resume_note, args.published = "", path
     if result.attrs.get("tiles_reused"):

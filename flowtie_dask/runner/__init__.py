@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -32,10 +34,13 @@ from .tiles import load_partial, plan_tiles, readable
 from .align import window_geometry
 from .whole import whole_task
 
-__all__ = ["WHOLE_SCAN_BYTES", "reconstruct"]
+__all__ = ["SPILL_BYTES", "WHOLE_SCAN_BYTES", "reconstruct"]
 
 #: Scans up to this size (bytes of stored intensity) are reconstructed as one tile by default.
 WHOLE_SCAN_BYTES = 512 * 2**20
+
+#: ``scratch="auto"``: a global path's field (bytes, float32) above this goes through files, not memory.
+SPILL_BYTES = 256 * 2**20
 
 
 def reconstruct(
@@ -53,6 +58,7 @@ def reconstruct(
     cache: str | None = None,
     keep_fields: bool = False,
     band_limit: str = "auto",
+    scratch: str | None = "auto",
 ) -> ReconstructionResult:
     """Reconstruct the projected phase of a scan store with ``method``.
 
@@ -91,6 +97,13 @@ def reconstruct(
         Low-pass every scan over the scan axes at 2α/λ, the highest frequency any pattern's pixel holds
         (:mod:`flowtie_dask.bandlimit`: shot noise only above it). "auto": on for a scan with shot noise (counts,
         or a noisy simulation) and a method that gains from it (``Method.band_limits_noise``: FlowTIE).
+    scratch : str or "auto" or None
+        Global integration: hand the field from tiles to blocks of detector rows through files in a new folder
+        inside this one (:mod:`flowtie_dask.runner.spill`: worker memory follows the tile, not the scan; the
+        folder holds the data's size uncompressed during the run and is removed after it; every worker must
+        see it), or None: in the workers' memory (the whole field, 2/3 of the data). "auto": through files
+        when the field exceeds :data:`SPILL_BYTES`, in ``cache`` if given, else in the system's temporary
+        folder.
 
     Returns
     -------
@@ -149,7 +162,8 @@ def reconstruct(
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
     field_bytes = 2 * geometry.scan_shape[0] * geometry.scan_shape[1] * geometry.detector_shape[0] * \
         geometry.detector_shape[1] * 4
-    memory = _memory_of(client) if use_global and integration == "auto" else float("inf")
+    spill_in = _spill_folder(scratch, field_bytes, cache) if use_global else None
+    memory = _memory_of(client) if use_global and integration == "auto" and spill_in is None else float("inf")
     if field_bytes > 0.5 * memory:
         use_global = False  # the whole scan's field (held in the workers' memory) would not fit: solve per tile
         attrs["integration_reason"] = (f"the whole scan's field ({field_bytes / 2**30:.1f} GiB) is over half the "
@@ -177,9 +191,15 @@ def reconstruct(
         attrs.update(integration="reduce", grid="scan" if np.allclose(pixel, geometry.scan_step) else "object")
     else:
         shape, origin = geometry.object_grid(periodic=periodic)
+        workspace = None
         if use_global:
+            if spill_in is not None:
+                os.makedirs(spill_in, exist_ok=True)
+                workspace = tempfile.mkdtemp(prefix="flowtie-scratch-", dir=spill_in)
             parts = global_parts(st, handle, geometry, tiles, periodic=periodic, method=method, device=device,
-                                 cache=cache, done=done, keep_fields=keep_fields, bright_field=bf)
+                                 cache=cache, done=done, keep_fields=keep_fields, bright_field=bf,
+                                 scratch=None if workspace is None else os.path.join(workspace, "global"))
+            attrs["transpose"] = "memory" if workspace is None else "files"
             names = [tile_name("project", t) for t in tiles]
             attrs["fields_reused"] = sum(tile_name("field", t) in done for t in tiles)
         else:
@@ -193,7 +213,11 @@ def reconstruct(
         acc = dask.delayed(accumulate, pure=True)
         while len(parts) > 1:
             parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
-        (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress, label=method.name)
+        try:
+            (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress, label=method.name)
+        finally:
+            if workspace is not None:
+                shutil.rmtree(workspace, ignore_errors=True)
         obj = divide_illumination(num, ill, eps=eps)
         phase, amplitude = _read_out(obj, ill, periodic=periodic, what=f"the {method.name} phase of {st.path}")
         pixel = geometry.pixel
@@ -202,6 +226,15 @@ def reconstruct(
     return _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs, report, start=start,
                    tile_size=list(tile_size) if tile_size else None, halo=halo, n_tiles=len(tiles), reused=reused,
                    computed=len(names) - reused)
+
+
+def _spill_folder(scratch, field_bytes: int, cache) -> str | None:
+    """Where the global path's scratch folder goes (None: the field stays in memory); see :func:`reconstruct`."""
+    if scratch is None:
+        return None
+    if isinstance(scratch, str) and scratch == "auto":
+        return None if field_bytes <= SPILL_BYTES else (cache or tempfile.gettempdir())
+    return os.fspath(scratch)
 
 
 def _memory_of(client) -> float:

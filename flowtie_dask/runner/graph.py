@@ -12,6 +12,7 @@ import numpy as np
 
 from ..methods.base import Method
 from ..quality import BlockReport
+from .spill import create_scratch, spill_field_task, spill_integrate_task, spill_project_task, spill_summary_task
 from .tasks import field_summary_task, field_task, integrate_task, merge_summaries, project_task
 from .tiles import load_field, load_partial
 
@@ -31,10 +32,17 @@ def run_token(path, tiles, periodic, method, geometry) -> str:
     return dask.base.tokenize(path, tiles, periodic, method.identity(), geometry)[:12]
 
 
+def row_block(scan_shape, detector_shape) -> int:
+    """Detector rows per block of the global path: the whole scan's field of a block within 64 MiB."""
+    (rx, ry), (qx, qy) = scan_shape, detector_shape
+    return max(1, min(qx, (64 * 2**20) // max(1, 2 * rx * ry * qy * 4)))
+
+
 def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache=None, done=(), keep_fields=False,
-                  bright_field=None):
+                  bright_field=None, scratch=None):
     """Partials of the three-stage graph: per-tile fields → whole-scan integration per detector-pixel block
-    (rechunk) → per-tile projection. Tiled equals whole-scan up to the model's view of tile edges."""
+    (rechunk in the workers' memory, or through the ``scratch`` folder: :mod:`.spill`) → per-tile projection.
+    Tiled equals whole-scan up to the model's view of tile edges."""
     import dask
     import dask.array as da
 
@@ -49,6 +57,10 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     if all(names[k] in done for k in names):  # every projection finished in an earlier run
         load = dask.delayed(load_partial, pure=True)
         return [load(os.path.join(cache, f"{names[k]}.npz")) for k in names]
+    if scratch is not None:
+        return _spilled_parts(handle, geo, grid, names, token, scratch, periodic=periodic, method=method,
+                              device=device, cache=cache, done=done, keep_fields=keep_fields,
+                              bright_field=bright_field)
     import operator
 
     field = dask.delayed(field_task, pure=True)
@@ -71,7 +83,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
             reports.append(pick(task, 1))
         rows.append(da.concatenate(row, axis=2))
     g = da.concatenate(rows, axis=1)
-    qb = max(1, min(qx, (64 * 2**20) // max(1, 2 * rx * ry * qy * 4)))
+    qb = row_block(geometry.scan_shape, geometry.detector_shape)
     # tasks, not P2P: P2P outputs handed to delayed tasks get lost ("lost dependencies", dask/dask#11902,
     # #12055; seen on a 256×256 scan), and P2P's disk buffers would not help these ≤ 64 MiB blocks anyway
     g = g.rechunk((2, rx, ry, qb, qy), method="tasks")
@@ -114,6 +126,43 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
                                   cache=cache, name=name, bright_field=bright_field, consistency=method.consistency,
                                   dask_key_name=f"{method.name}-{name}-{token}"))
     return parts + reports  # the field stage's repair reports (all three defocus values) join the sum
+
+
+def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, method, device, cache, done,
+                   keep_fields, bright_field):
+    """:func:`global_parts` through the scratch folder (:mod:`.spill`): the stages hand over file chunks, not
+    arrays, so each task holds one tile or one block of detector rows."""
+    import dask
+
+    (rx, ry), (qx, qy) = geometry.scan_shape, geometry.detector_shape
+    first, qb = grid[min(grid)], row_block((rx, ry), (qx, qy))
+    create_scratch(scratch, (rx, ry), (qx, qy), tile=(len(first.xs), len(first.ys)), rows=qb)
+    field, reports = dask.delayed(spill_field_task, pure=True), []
+    for (x0, y0), t in grid.items():
+        fname = tile_name("field", t)
+        load = os.path.join(cache, f"{fname}.npz") if fname in done else None
+        reports.append(field(handle, geometry, t, scratch, method=method, device=device,
+                             cache=cache if keep_fields else None, name=fname, bright_field=bright_field, load=load,
+                             dask_key_name=f"{method.name}-{fname}-{token}"))
+    boundary = "periodic" if periodic else "mirror"
+    spans = [(a, min(a + qb, qx)) for a in range(0, qx, qb)]
+    summary = None
+    if type(method).field_summary is not Method.field_summary:
+        part = dask.delayed(spill_summary_task, pure=True)
+        summary = dask.delayed(merge_summaries, pure=True)(
+            *[part(scratch, span, *reports, method=method, dask_key_name=f"{method.name}-summary-{span[0]}-{token}")
+              for span in spans])
+    solve = dask.delayed(spill_integrate_task, pure=True)
+    solved = [solve(scratch, *reports, method=method, geometry=geometry, boundary=boundary,
+                    ranges=method.field_rows(span, geometry, boundary=boundary), rows=span, summary=summary,
+                    dask_key_name=f"{method.name}-integrate-{span[0]}-{token}") for span in spans]
+    proj, load = dask.delayed(spill_project_task, pure=True), dask.delayed(load_partial, pure=True)
+    parts = [load(os.path.join(cache, f"{names[k]}.npz")) if names[k] in done else
+             proj(handle, geometry, t, scratch, *solved, periodic=periodic, device=device, cache=cache, name=names[k],
+                  bright_field=bright_field, consistency=method.consistency,
+                  dask_key_name=f"{method.name}-{names[k]}-{token}")
+             for k, t in grid.items()]
+    return parts + reports
 
 
 def accumulate(shape, *parts):

@@ -211,6 +211,8 @@ def test_a_stalled_library_call_ends_with_a_message():
     (["--symmetry", "d4"], r"method 'tie' takes no option 'symmetry' \(--symmetry\)"),
     (["--method", "icom", "--iterations", "5"], r"method 'icom' takes no option 'iterations' \(--iterations\)"),
     (["--method", "icom", "--keep-fields"], r"--keep-fields keeps predicted gradient fields"),
+    (["--scratch", "/nonexistent/flowtie-scratch"], r"--scratch /nonexistent/flowtie-scratch: not a folder this user "
+                                                    r"can write to"),
 ])
 def test_bad_reconstruct_options(clean, tmp_path, capsys, extra, match):
     out = tmp_path / "o.zarr"

@@ -1,0 +1,80 @@
+"""The global path's transposition through a scratch folder on disk, for scans whose field does not belong in
+the workers' memory: each tile's field is written to an uncompressed Zarr array chunked by tile × block of
+detector rows, each block of rows is read back over the whole scan, integrated and written to a phase array
+chunked the same way, and each tile's projection reads its phase from there.
+
+Every task then holds one tile or one block of rows, so worker memory follows the tile and the block, not the
+scan (in memory, the whole field (2/3 of the data) stays in the workers until the last block is integrated).
+Writes are whole chunks (tiles and row blocks lie on the chunk grid), so tasks on different workers never share
+one. The folder must be visible to every worker (the store already is); it is removed after the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .tasks import field_task, integrate_window, project_task
+from .tiles import load_field
+
+__all__ = ["create_scratch", "spill_field_task", "spill_integrate_task", "spill_project_task",
+           "spill_summary_task"]
+
+
+def create_scratch(folder: str, scan_shape, detector_shape, *, tile: tuple[int, int], rows: int) -> str:
+    """Make the scratch arrays in a new ``folder``: ``field.zarr`` (2, Rx, Ry, Qx, Qy) and ``phase.zarr``
+    (Rx, Ry, Qx, Qy), float32, chunks of ``tile`` scan positions × ``rows`` detector rows, no compression."""
+    import zarr
+
+    (rx, ry), (qx, qy) = scan_shape, detector_shape
+    os.makedirs(folder, exist_ok=False)
+    zarr.create_array(os.path.join(folder, "field.zarr"), shape=(2, rx, ry, qx, qy), dtype="float32",
+                      chunks=(2, tile[0], tile[1], rows, qy), compressors=None, filters=None, fill_value=0.0)
+    zarr.create_array(os.path.join(folder, "phase.zarr"), shape=(rx, ry, qx, qy), dtype="float32",
+                      chunks=(tile[0], tile[1], rows, qy), compressors=None, filters=None, fill_value=0.0)
+    return folder
+
+
+def _array(folder: str, name: str, mode: str = "r"):
+    import zarr
+
+    return zarr.open_array(os.path.join(folder, f"{name}.zarr"), mode=mode)
+
+
+def spill_field_task(path: str, geometry, tile, scratch: str, *, method, device: str = "cpu", cache=None,
+                     name: str = "", bright_field=None, load: str | None = None):
+    """Stage 1: a tile's field (:func:`~flowtie_dask.runner.tasks.field_task`, or the resume cache's ``load``)
+    written into ``scratch``'s field array; returns the block's repair report."""
+    if load is not None:
+        g, report = load_field(load)
+    else:
+        g, report = field_task(path, geometry, tile, method=method, device=device, cache=cache, name=name,
+                               bright_field=bright_field)
+    _array(scratch, "field", "r+")[:, tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1] = g
+    return report
+
+
+def spill_summary_task(scratch: str, rows: tuple[int, int], *after, method):
+    """``method.field_summary`` of detector ``rows`` of the whole field in ``scratch`` (``after``: the field
+    tasks, which must have finished)."""
+    return method.field_summary(_array(scratch, "field")[:, :, :, rows[0]:rows[1]])
+
+
+def spill_integrate_task(scratch: str, *after, method, geometry, boundary: str, ranges, rows: tuple[int, int],
+                         summary=None):
+    """Stage 2: ``method.integrate`` of detector ``rows``, reading only the rows of ``ranges``
+    (:meth:`Method.field_rows`) of the whole field in ``scratch``; the phase goes to ``scratch``'s phase array."""
+    field = _array(scratch, "field")
+    pieces = [field[:, :, :, a:b] for a, b in ranges]
+    window = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=3)
+    del pieces
+    phase = integrate_window(window, method, geometry, boundary=boundary, ranges=ranges, rows=rows, summary=summary)
+    _array(scratch, "phase", "r+")[:, :, rows[0]:rows[1]] = np.asarray(phase, dtype=np.float32)
+    return rows
+
+
+def spill_project_task(path: str, geometry, tile, scratch: str, *after, **kwargs):
+    """Stage 3: :func:`~flowtie_dask.runner.tasks.project_task` of a tile, its phase read from ``scratch``."""
+    phase = _array(scratch, "phase")[tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1]
+    return project_task(path, geometry, tile, phase, **kwargs)
