@@ -212,7 +212,7 @@ def tie_phase(
 
     Returns
     -------
-    ndarray, shape (Rx, Ry, rows, Qy), float64
+    ndarray, shape (Rx, Ry, rows, Qy), float32 for float32 ``didz``, else float64
         Probe-frame phase φ(q, r̂) in rad.
     """
     xp = get_array_module(i0)
@@ -225,6 +225,8 @@ def tie_phase(
     qy = xp.asarray(qy, dtype=xp.float64)
     nqx = int(qx.shape[0])
     held = window_rows(row0, width)
+    if rows is None and held[-1] - held[0] + 1 != width:
+        raise ValueError(f"a window of listed rows {held.tolist()} needs ``rows``, the consecutive rows to solve")
     r0, r1 = (int(held[0]), int(held[-1]) + 1) if rows is None else (int(rows[0]), int(rows[1]))
     slot = np.full(nqx, -1)  # detector row → its row in the window (−1: not held)
     if held.min() < 0 or held.max() >= nqx:

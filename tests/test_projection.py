@@ -96,10 +96,12 @@ def test_unwrap_recovers_a_ramp_beyond_pi():
 @pytest.mark.parametrize("periodic", [True, False])
 @pytest.mark.parametrize("step", [1.0, 0.7, 2.3])
 @pytest.mark.parametrize("q", [8, 7])
-def test_the_cpu_window_adds_equal_the_scatter_of_every_pixel(periodic, step, q):
+@pytest.mark.parametrize("jitter", [True, False])
+def test_the_cpu_window_adds_equal_the_scatter_of_every_pixel(periodic, step, q, jitter):
     """overlap_add on NumPy adds one window per position (folding a periodic overhang back); the sums equal the
-    plain scatter of every window pixel (bincount) for whole-pixel, sub-pixel and coarse steps, windows that
-    wrap around a periodic object included."""
+    plain scatter of every window pixel (bincount) for whole-pixel, sub-pixel and coarse steps (each position its
+    own fraction, or a grid whose fractions repeat: several positions per class), windows that wrap around a
+    periodic object included."""
     import flowtie_dask.projection as projection
 
     rng = np.random.default_rng(3)
@@ -107,7 +109,7 @@ def test_the_cpu_window_adds_equal_the_scatter_of_every_pixel(periodic, step, q)
     spectra = (rng.standard_normal((30, q, q)) + 1j * rng.standard_normal((30, q, q))).astype(np.complex64)
     probe = (rng.standard_normal((q, q)) + 1j * rng.standard_normal((q, q))).astype(np.complex64)
     grid = np.stack(np.meshgrid(np.arange(6), np.arange(5), indexing="ij"), -1).reshape(-1, 2) * step
-    positions = grid + (0.0 if periodic else q // 2 + 2.5) + (rng.random((30, 2)) * 0.3 if step != 1.0 else 0)
+    positions = grid + (0.0 if periodic else q // 2 + 2.5) + (rng.random((30, 2)) * 0.3 if step != 1.0 and jitter else 0)
     if periodic:
         positions = positions + 15.0  # windows cross the edge of the 20×20 object and wrap
     fast = projection.overlap_add(spectra, probe, positions, (n, n), periodic=periodic, offset=(1, 2))

@@ -42,6 +42,9 @@ WHOLE_SCAN_BYTES = 512 * 2**20
 #: ``scratch="auto"``: a global path's field (bytes, float32) above this goes through files, not memory.
 SPILL_BYTES = 256 * 2**20
 
+#: Name prefix of the scratch folders (hidden: a resume folder does not count them as finished pieces).
+SCRATCH_PREFIX = ".flowtie-scratch-"
+
 
 def reconstruct(
     store: str | ScanStore,
@@ -102,8 +105,8 @@ def reconstruct(
         inside this one (:mod:`flowtie_dask.runner.spill`: worker memory follows the tile, not the scan; the
         folder holds the data's size uncompressed during the run and is removed after it; every worker must
         see it), or None: in the workers' memory (the whole field, 2/3 of the data). "auto": through files
-        when the field exceeds :data:`SPILL_BYTES`, in ``cache`` if given, else in the system's temporary
-        folder.
+        when the field exceeds :data:`SPILL_BYTES`, in ``cache`` if given, else (on this machine only) in the
+        system's temporary folder, where they fit. A folder given must have room for 1.5× the field.
 
     Returns
     -------
@@ -162,7 +165,7 @@ def reconstruct(
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
     field_bytes = 2 * geometry.scan_shape[0] * geometry.scan_shape[1] * geometry.detector_shape[0] * \
         geometry.detector_shape[1] * 4
-    spill_in = _spill_folder(scratch, field_bytes, cache) if use_global else None
+    spill_in = _spill_folder(scratch, field_bytes, cache, client) if use_global else None
     memory = _memory_of(client) if use_global and integration == "auto" and spill_in is None else float("inf")
     if field_bytes > 0.5 * memory:
         use_global = False  # the whole scan's field (held in the workers' memory) would not fit: solve per tile
@@ -192,28 +195,28 @@ def reconstruct(
     else:
         shape, origin = geometry.object_grid(periodic=periodic)
         workspace = None
-        if use_global:
-            if spill_in is not None:
-                os.makedirs(spill_in, exist_ok=True)
-                workspace = tempfile.mkdtemp(prefix="flowtie-scratch-", dir=spill_in)
-            parts = global_parts(st, handle, geometry, tiles, periodic=periodic, method=method, device=device,
-                                 cache=cache, done=done, keep_fields=keep_fields, bright_field=bf,
-                                 scratch=None if workspace is None else os.path.join(workspace, "global"))
-            attrs["transpose"] = "memory" if workspace is None else "files"
-            names = [tile_name("project", t) for t in tiles]
-            attrs["fields_reused"] = sum(tile_name("field", t) in done for t in tiles)
-        else:
-            task, load = dask.delayed(tile_task, pure=True), dask.delayed(load_partial, pure=True)
-            geo = geometry  # embedded in each task: no separate key pulling every tile to the worker holding it
-            names = [tile_name("tile", t) for t in tiles]
-            parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
-                     task(handle, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,
-                          bright_field=bf, dask_key_name=f"{method.name}-{n}-{token}") for t, n in zip(tiles, names)]
-        # tree reduction: groups of 8 partials into full-size sums, then a final sum
-        acc = dask.delayed(accumulate, pure=True)
-        while len(parts) > 1:
-            parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
         try:
+            if use_global:
+                if spill_in is not None:
+                    workspace = _new_scratch(spill_in, sweep=spill_in == cache)
+                parts = global_parts(st, handle, geometry, tiles, periodic=periodic, method=method, device=device,
+                                     cache=cache, done=done, keep_fields=keep_fields, bright_field=bf,
+                                     scratch=None if workspace is None else os.path.join(workspace, "global"))
+                attrs["transpose"] = "memory" if workspace is None else "files"
+                names = [tile_name("project", t) for t in tiles]
+                attrs["fields_reused"] = sum(tile_name("field", t) in done for t in tiles)
+            else:
+                task, load = dask.delayed(tile_task, pure=True), dask.delayed(load_partial, pure=True)
+                geo = geometry  # embedded in each task: no separate key pulling every tile to the worker holding it
+                names = [tile_name("tile", t) for t in tiles]
+                parts = [load(os.path.join(cache, f"{n}.npz")) if n in done else
+                         task(handle, geo, t, method=method, periodic=periodic, device=device, cache=cache, name=n,
+                              bright_field=bf, dask_key_name=f"{method.name}-{n}-{token}")
+                         for t, n in zip(tiles, names)]
+            # tree reduction: groups of 8 partials into full-size sums, then a final sum
+            acc = dask.delayed(accumulate, pure=True)
+            while len(parts) > 1:
+                parts = [acc(shape, *parts[i:i + 8]) for i in range(0, len(parts), 8)]
             (num, ill, report), = compute(acc(shape, parts[0]), client=client, progress=progress, label=method.name)
         finally:
             if workspace is not None:
@@ -228,13 +231,57 @@ def reconstruct(
                    computed=len(names) - reused)
 
 
-def _spill_folder(scratch, field_bytes: int, cache) -> str | None:
-    """Where the global path's scratch folder goes (None: the field stays in memory); see :func:`reconstruct`."""
+def _spill_folder(scratch, field_bytes: int, cache, client) -> str | None:
+    """Where the global path's scratch folder goes (None: the field stays in memory); see :func:`reconstruct`.
+
+    "auto" takes files above :data:`SPILL_BYTES` in ``cache``, or in the system's temporary folder for runs on
+    this machine only (a cluster elsewhere may not see it: there the field stays in memory), and only where the
+    files fit (the field and the phase: 1.5× the field's bytes)."""
     if scratch is None:
         return None
+    need = 1.5 * field_bytes
     if isinstance(scratch, str) and scratch == "auto":
-        return None if field_bytes <= SPILL_BYTES else (cache or tempfile.gettempdir())
-    return os.fspath(scratch)
+        if field_bytes <= SPILL_BYTES:
+            return None
+        folder = cache if cache is not None else (tempfile.gettempdir() if _on_this_machine(client) else None)
+        return folder if folder is not None and _free_bytes(folder) > 1.1 * need else None
+    folder = os.path.abspath(os.fspath(scratch))
+    free = _free_bytes(folder)
+    if free < need:
+        raise ValueError(f"scratch {folder} has {free / 2**30:.1f} GiB free and the run's files need "
+                         f"{need / 2**30:.1f} GiB: give a folder with more room, or keep the field in memory "
+                         "(scratch=None, --scratch memory)")
+    return folder
+
+
+def _on_this_machine(client) -> bool:
+    """In-process runs and local clusters (LocalCluster, dask-cuda's LocalCUDACluster) share this machine's disk."""
+    if client is None or isinstance(client, str):
+        return True
+    try:
+        from distributed import LocalCluster
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(getattr(client, "cluster", None), LocalCluster)
+
+
+def _free_bytes(folder: str) -> float:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent)."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return float(shutil.disk_usage(path).free)
+
+
+def _new_scratch(folder: str, *, sweep: bool) -> str:
+    """A new hidden scratch folder in ``folder`` (absolute). With ``sweep`` (``folder`` is this output's own resume
+    folder), those a killed run left there are removed first."""
+    os.makedirs(folder, exist_ok=True)
+    if sweep:
+        for name in os.listdir(folder):
+            if name.startswith(SCRATCH_PREFIX):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    return os.path.abspath(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=folder))
 
 
 def _memory_of(client) -> float:

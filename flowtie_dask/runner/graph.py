@@ -135,6 +135,7 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
     import dask
 
     (rx, ry), (qx, qy) = geometry.scan_shape, geometry.detector_shape
+    token = dask.base.tokenize(token, "files", scratch)[:12]  # other values than the memory route's: other keys
     first, qb = grid[min(grid)], row_block((rx, ry), (qx, qy))
     create_scratch(scratch, (rx, ry), (qx, qy), tile=(len(first.xs), len(first.ys)), rows=qb)
     field, reports = dask.delayed(spill_field_task, pure=True), []

@@ -69,4 +69,56 @@ def test_auto_chooses_files_above_the_threshold(small, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "_memory_of", lambda client: 1e6)  # too little for the field in memory
     res = reconstruct(small, get_method("tie"), cache=str(tmp_path / "cache"), **kw)
     assert res.attrs["transpose"] == "files" and res.attrs["integration"] == "global"
-    assert not [n for n in os.listdir(tmp_path / "cache") if n.startswith("flowtie-scratch-")]
+    assert not [n for n in os.listdir(tmp_path / "cache") if n.startswith(runner.SCRATCH_PREFIX)]
+
+
+def test_where_auto_puts_the_files(tmp_path):
+    """"auto": files in the cache; in the temporary folder only for runs on this machine (a cluster elsewhere may
+    not see it: memory there); a folder given is made absolute and refused, naming the need, when too small."""
+    from flowtie_dask.runner import SCRATCH_PREFIX, SPILL_BYTES, _new_scratch, _spill_folder
+
+    big = 4 * SPILL_BYTES
+    assert _spill_folder("auto", SPILL_BYTES // 2, str(tmp_path), None) is None
+    assert _spill_folder("auto", big, str(tmp_path), object()) == str(tmp_path)
+    assert _spill_folder("auto", big, None, None) is not None  # in-process: the temporary folder
+    assert _spill_folder("auto", big, None, object()) is None  # a remote scheduler: memory
+    assert _spill_folder(None, big, str(tmp_path), None) is None
+    os.chdir(tmp_path)
+    assert _spill_folder("rel", 10, None, None) == str(tmp_path / "rel")
+    with pytest.raises(ValueError, match="GiB free and the run's files need"):
+        _spill_folder(str(tmp_path), 1e18, None, None)
+    stale = tmp_path / f"{SCRATCH_PREFIX}killed"
+    stale.mkdir()
+    made = _new_scratch(str(tmp_path), sweep=True)  # a killed run's folder in the resume folder is swept
+    assert os.path.isabs(made) and not stale.exists() and os.path.basename(made).startswith(SCRATCH_PREFIX)
+
+
+def test_a_resumed_run_through_files_loads_fields_and_projections(small, tmp_path):
+    """With a cache: kept fields and finished projections are loaded into the files route, the rest recomputed,
+    and the object is the same."""
+    kw = dict(tile_size=12, halo=4, progress=False, scratch=str(tmp_path / "s"), keep_fields=True)
+    (tmp_path / "s").mkdir()
+    cache = tmp_path / "cache"
+    first = reconstruct(small, get_method("tie"), cache=str(cache), **kw)
+    projections = sorted(n for n in os.listdir(cache) if n.startswith("project-"))
+    assert len(projections) == 4 and len([n for n in os.listdir(cache) if n.startswith("field-")]) == 4
+    for name in projections[:2]:
+        os.remove(cache / name)
+    again = reconstruct(small, get_method("tie"), cache=str(cache), **kw)
+    assert again.attrs["tiles_reused"] == 2 and again.attrs["fields_reused"] == 4
+    np.testing.assert_allclose(again.phase, first.phase, rtol=0, atol=1e-6)
+    assert os.listdir(tmp_path / "s") == []
+
+
+def test_files_on_two_worker_processes(small, tmp_path):
+    """Two worker processes write and read the same scratch arrays (whole chunks each) and give the in-process
+    object."""
+    from flowtie_dask.cluster import cluster_client
+
+    kw = dict(tile_size=12, halo=4, progress=False, periodic=False)
+    here = reconstruct(small, get_method("tie"), scratch=None, **kw)
+    with cluster_client(workers=2, threads=1, dashboard=None, announce=None) as client:
+        there = reconstruct(small, get_method("tie"), client=client, scratch=str(tmp_path), **kw)
+    assert there.attrs["transpose"] == "files"
+    np.testing.assert_allclose(there.phase, here.phase, rtol=0, atol=1e-6)
+    assert os.listdir(tmp_path) == []
