@@ -259,6 +259,7 @@ def tie_phase(
     if mirror:
         if center is None:
             center = (float(np.argmin(np.abs(_host(qx)))), float(np.argmin(np.abs(_host(qy)))))
+
         def local_index(idx):  # full-detector flattened pixel → the window's (negative: a row not held)
             row, col = np.divmod(idx, nqy)
             return np.where(slot[row] >= 0, slot[row] * nqy + col, -1)
@@ -267,7 +268,7 @@ def tie_phase(
         needed = np.concatenate([idx[r0 * nqy:r1 * nqy] for taps in flips for idx, _ in taps])
         if needed.min() < 0:
             raise ValueError(f"the q → −q images of rows {r0}–{r1} lie outside the window {_span(held)}: "
-                             "give the rows mirror_rows names")
+                             "give the rows mirror_row_ranges names")
     for s in range(r0 * nqy, r1 * nqy, batch):
         sl = slice(s, min(s + batch, r1 * nqy))  # full-detector flattened pixels
         local = slice(sl.start - shift, sl.stop - shift)
@@ -296,11 +297,10 @@ def tie_phase(
 
 def mirror_rows(rows: tuple[int, int], nqx: int, center: float) -> tuple[int, int]:
     """Detector rows [start, stop) that the mirror-boundary TIE of ``rows`` reads: the rows themselves and
-    the taps of their q_x → −q_x images about ``center`` (the detector pixel of q_x = 0)."""
-    idx, _ = _flip_taps(nqx, center)
-    part = idx[rows[0]:rows[1]].ravel()
-    lo, hi = min(rows[0], int(part.min())), max(rows[1], int(part.max()) + 1)
-    return lo, hi
+    the taps of their q_x → −q_x images about ``center`` (the detector pixel of q_x = 0), as one range: the span
+    of :func:`mirror_row_ranges`."""
+    ranges = mirror_row_ranges(rows, nqx, center)
+    return ranges[0][0], ranges[-1][1]
 
 
 def mirror_row_ranges(rows: tuple[int, int], nqx: int, center: float) -> tuple[tuple[int, int], ...]:

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .tasks import field_task, integrate_window, project_task
+from .tasks import field_task, field_window, integrate_window, project_task
 from .tiles import load_field
 
 __all__ = ["create_scratch", "spill_field_task", "spill_integrate_task", "spill_project_task",
@@ -65,10 +65,7 @@ def spill_integrate_task(scratch: str, *after, method, geometry, boundary: str, 
                          summary=None):
     """Stage 2: ``method.integrate`` of detector ``rows``, reading only the rows of ``ranges``
     (:meth:`Method.field_rows`) of the whole field in ``scratch``; the phase goes to ``scratch``'s phase array."""
-    field = _array(scratch, "field")
-    pieces = [field[:, :, :, a:b] for a, b in ranges]
-    window = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=3)
-    del pieces
+    window = field_window([_array(scratch, "field")], [0], ranges)  # read from the array: only those rows
     phase = integrate_window(window, method, geometry, boundary=boundary, ranges=ranges, rows=rows, summary=summary)
     _array(scratch, "phase", "r+")[:, :, rows[0]:rows[1]] = np.asarray(phase, dtype=np.float32)
     return rows
