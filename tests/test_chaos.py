@@ -61,9 +61,9 @@ class KillOnce(TIE):
         self._die_once()
         return super().phase(intensity, geometry, boundary=boundary)
 
-    def field(self, intensity, geometry):  # several tiles (the global path)
+    def field(self, intensity, geometry, *, interior=None):  # several tiles (the global path)
         self._die_once()
-        return super().field(intensity, geometry)
+        return super().field(intensity, geometry, interior=interior)
 
 
 @pytest.mark.slow

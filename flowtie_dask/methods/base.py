@@ -170,13 +170,16 @@ class Method:
         raise NotImplementedError(f"method {self.name!r} has no per-tile phase")
 
     # kind "field" ---------------------------------------------------------------------------------
-    def field(self, intensity: Any, geometry):
+    def field(self, intensity: Any, geometry, *, interior=None):
         """The field of every pattern of an oriented haloed tile (what :meth:`integrate` solves).
+
+        ``interior`` (two slices of the tile's scan axes) asks for those positions' field only (the halo is
+        context), which a method may return without making the rest.
 
         Returns
         -------
         i0 : ndarray, shape (hx, hy, Qx, Qy)
-        g : ndarray, shape (2, hx, hy, Qx, Qy)
+        g : ndarray, shape (2, hx, hy, Qx, Qy), or (2, ix, iy, Qx, Qy) of the ``interior``
             By default forward differences over the scan axes of the probe-frame phase, rad/Å.
         """
         raise NotImplementedError(f"method {self.name!r} predicts no gradient field")

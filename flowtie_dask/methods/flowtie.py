@@ -80,6 +80,6 @@ class FlowTIE(Method):
         """See :meth:`Method.phase` (the field integrated within the tile)."""
         return self._phase(intensity, geometry, boundary=boundary)
 
-    def field(self, intensity, geometry):
+    def field(self, intensity, geometry, *, interior=None):
         """See :meth:`Method.field`."""
-        return self._phase.field(intensity, geometry)
+        return self._phase.field(intensity, geometry, interior=interior)

@@ -48,8 +48,11 @@ class TIE(Method):
         """See :meth:`Method.phase`; (3, hx, hy, Qx, Qy) → i0, phase (hx, hy, Qx, Qy) in rad."""
         return tie_phase_of_tile(intensity, geometry, boundary=boundary, eps=self.eps)
 
-    def field(self, intensity, geometry):
-        """(3, tx, ty, Qx, Qy) → i0 (tx, ty, Qx, Qy) and the field (∂I/∂C10 in 1/Å, I₀), (2, tx, ty, Qx, Qy)."""
+    def field(self, intensity, geometry, *, interior=None):
+        """(3, tx, ty, Qx, Qy) → i0 (tx, ty, Qx, Qy) and the field (∂I/∂C10 in 1/Å, I₀), (2, tx, ty, Qx, Qy) (of
+        the ``interior`` positions only when given: pointwise, so read from those alone)."""
+        if interior is not None:
+            intensity = intensity[:, interior[0], interior[1]]
         xp = get_array_module(intensity)
         field = xp.empty((2, *intensity.shape[1:]), dtype=intensity.dtype)
         _, i0 = defocus_derivative(intensity, geometry.c10, out=field)

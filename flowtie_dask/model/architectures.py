@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FlowPredictorModel", "SharedFlowModel", "DZ_REF", "Q_SCALE"]
+__all__ = ["FlowPredictorModel", "SharedFlowModel", "DZ_REF", "Q_SCALE", "join_features"]
 
 #: Reference defocus (Å) that turns ∂I/∂C10 into a dimensionless relative intensity change.
 DZ_REF = 20.0
@@ -86,6 +86,13 @@ def mean_pattern(i0: torch.Tensor, ibar: torch.Tensor | None = None, eps: float 
         ibar = torch.as_tensor(ibar, dtype=i0.dtype, device=i0.device).expand(i0.shape[0], i0.shape[1])
     floor = eps * ibar.amax(dim=1, keepdim=True).clamp_min(torch.finfo(i0.dtype).tiny)
     return torch.maximum(ibar, floor)[..., None, None]
+
+
+def join_features(scan: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
+    """Input channels from their parts: (B, Cs, P, Rx, Ry) varying over the scan and (B, Cc, P) constant over it
+    → (B, Cs + Cc, P, Rx, Ry), the constant ones expanded over the scan."""
+    b, _, p, rx, ry = scan.shape
+    return torch.cat([scan, pixel[..., None, None].expand(b, pixel.shape[1], p, rx, ry)], dim=1)
 
 
 class FlowPredictorModel(nn.Module):
@@ -288,6 +295,13 @@ class SharedFlowModel(nn.Module):
         -------
         Tensor, shape (B, 6, P, Rx, Ry)
         """
+        return join_features(*SharedFlowModel.feature_parts(didz, i0, q, ibar))
+
+    @staticmethod
+    def feature_parts(didz: torch.Tensor, i0: torch.Tensor, q: torch.Tensor, ibar: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`features` as the channels that vary over the scan, (B, 2, P, Rx, Ry), and those constant over
+        it (q, brightness), (B, 4, P), not expanded (:func:`join_features` joins them)."""
         _check_inputs(didz, i0)
         b, p, rx, ry = didz.shape
         q = torch.as_tensor(q, dtype=didz.dtype, device=didz.device)
@@ -300,12 +314,17 @@ class SharedFlowModel(nn.Module):
         rel = raw / raw.amax(dim=1, keepdim=True).clamp_min(torch.finfo(i0.dtype).tiny)
         bright = torch.log10(rel.clamp_min(10.0**-BRIGHTNESS_DECADES)) / BRIGHTNESS_DECADES
         qf = torch.cat([q * Q_SCALE, q.norm(dim=-1, keepdim=True) * Q_SCALE, bright[..., None]], dim=-1)
-        const = qf.permute(0, 2, 1)[..., None, None].expand(b, 4, p, rx, ry)
-        return torch.cat([(didz * (DZ_REF / ib))[:, None], (i0 / ib - 1.0)[:, None], const], dim=1)
+        return torch.stack([didz * (DZ_REF / ib), i0 / ib - 1.0], dim=1), qf.permute(0, 2, 1)
 
     def input_features(self, didz, i0, q, *, ibar=None, optics=None) -> torch.Tensor:
-        """The network's input channels, (B, n_features, P, Rx, Ry): :meth:`features` (``optics`` unused)."""
-        return self.features(didz, i0, q, ibar)
+        """The network's input channels, (B, n_features, P, Rx, Ry): :meth:`input_parts` joined."""
+        return join_features(*self.input_parts(didz, i0, q, ibar=ibar, optics=optics))
+
+    def input_parts(self, didz, i0, q, *, ibar=None, optics=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input channels as (scan-varying (B, Cs, P, Rx, Ry), scan-constant (B, Cc, P)): :meth:`feature_parts`
+        (``optics`` unused). The constant ones are per pixel (q, optics), so a pass over a chunk of pixels needs
+        only that chunk expanded over the scan."""
+        return self.feature_parts(didz, i0, q, ibar)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, p, Rx, Ry) features → (B·p, H, Rx, Ry)."""
@@ -339,28 +358,32 @@ class SharedFlowModel(nn.Module):
         """
         if i0 is None or q is None:
             raise ValueError("SharedFlowModel needs i0 and q as well as didz")
-        x = self.input_features(didz, i0, q, ibar=ibar, optics=optics)
-        b, _, p, rx, ry = x.shape
+        scan, pixel = self.input_parts(didz, i0, q, ibar=ibar, optics=optics)
+        b, _, p, rx, ry = scan.shape
         h_dim = self.hidden
         chunk = p if pixel_chunk is None else max(1, int(pixel_chunk))
         slices = [slice(s, min(s + chunk, p)) for s in range(0, p, chunk)]
+
+        def x(sl):  # the chunk's input channels (the constant ones expanded over the scan for it alone)
+            return join_features(scan[:, :, sl], pixel[:, :, sl])
+
         weights = i0.clamp_min(0.0)
         stem_cache = None
         ctx = None
         if self.mixing:
-            num = x.new_zeros(b, h_dim, rx, ry)
-            den = x.new_zeros(b, 1, rx, ry)
+            num = scan.new_zeros(b, h_dim, rx, ry)
+            den = scan.new_zeros(b, 1, rx, ry)
             for sl in slices:
-                hs = self._stem(x[:, :, sl])
+                hs = self._stem(x(sl))
                 w = weights[:, sl]
                 num = num + (hs.view(b, -1, h_dim, rx, ry) * w[:, :, None]).sum(dim=1)
                 den = den + w.sum(dim=1, keepdim=True)
                 if len(slices) == 1:
                     stem_cache = hs
-            ctx = self.mix_context(num / den.clamp_min(torch.finfo(x.dtype).tiny))  # (B, H, Rx, Ry)
+            ctx = self.mix_context(num / den.clamp_min(torch.finfo(scan.dtype).tiny))  # (B, H, Rx, Ry)
         outs = []
         for sl in slices:
-            hs = stem_cache if stem_cache is not None else self._stem(x[:, :, sl])
+            hs = stem_cache if stem_cache is not None else self._stem(x(sl))
             if self.mixing:
                 n = sl.stop - sl.start
                 hs = self.act((self.mix_self(hs).view(b, n, h_dim, rx, ry) + ctx[:, None]).view(b * n, h_dim, rx, ry))

@@ -84,9 +84,10 @@ class DimensionlessFlowModel(SharedFlowModel):
     #: the forward pass needs ``optics=`` (training and inference pass it when this is true)
     takes_optics = True
 
-    def input_features(self, didz: torch.Tensor, i0: torch.Tensor, q: torch.Tensor, *, ibar=None,
-                       optics: dict | None = None) -> torch.Tensor:
-        """Per-pixel input channels (module docstring).
+    def input_parts(self, didz: torch.Tensor, i0: torch.Tensor, q: torch.Tensor, *, ibar=None,
+                    optics: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel input channels (module docstring), as :meth:`SharedFlowModel.input_parts`: the two that vary
+        over the scan and the rest, constant over it (``input_features`` joins them).
 
         Parameters
         ----------
@@ -101,7 +102,8 @@ class DimensionlessFlowModel(SharedFlowModel):
 
         Returns
         -------
-        Tensor, shape (B, 12, P, Rx, Ry)
+        scan : Tensor, shape (B, 2, P, Rx, Ry)
+        pixel : Tensor, shape (B, 10, P) (11 with the dose input)
         """
         if optics is None:
             raise ValueError(f"{type(self).__name__} needs optics= (wavelength, semi-angle, steps …): "
@@ -109,7 +111,7 @@ class DimensionlessFlowModel(SharedFlowModel):
         missing = [k for k in OPTICS_INPUTS if k not in optics]
         if missing:
             raise ValueError(f"optics lacks {', '.join(missing)}")
-        b, p, rx, ry = didz.shape
+        b, p = didz.shape[:2]
         q = torch.as_tensor(q, dtype=didz.dtype, device=didz.device)
         if q.shape[-2:] != (p, 2):
             raise ValueError(f"q must be (P, 2) or (B, P, 2) with P = {p}, got {tuple(q.shape)}")
@@ -134,8 +136,7 @@ class DimensionlessFlowModel(SharedFlowModel):
             counts = optics.get("electrons", 0.0)
             per_pixel = torch.cat([per_pixel, shot_noise(_pixelwise(counts, didz, b, p), raw)[:, None]], dim=1)
         scale = (2 * math.pi / lam * sx * sy)[..., None, None]  # (B, 1, 1, 1)
-        return torch.cat([(didz * scale / ib)[:, None], (i0 / ib - 1.0)[:, None],
-                          per_pixel[..., None, None].expand(b, per_pixel.shape[1], p, rx, ry)], dim=1)
+        return torch.stack([didz * scale / ib, i0 / ib - 1.0], dim=1), per_pixel
 
 
 def shot_noise(electrons: torch.Tensor, mean_intensity: torch.Tensor) -> torch.Tensor:

@@ -188,18 +188,21 @@ class FlowTIEPhase:
             raise ValueError(f"symmetry='d4' needs equal scan steps, got {tuple(geometry.scan_step)} Å: "
                              "use symmetry='mirror'")
 
-    def field(self, intensity: Any, geometry):
+    def field(self, intensity: Any, geometry, *, interior=None):
         """Predicted forward-difference field of every pattern of an oriented tile.
 
         Parameters
         ----------
         intensity : ndarray, shape (3, hx, hy, Qx, Qy)
         geometry : ReconstructionGeometry
+        interior : (slice, slice), optional
+            Return the field of these scan positions only (the rest of the tile is the model's context; the fast
+            form then spreads its groups' fields onto those positions alone).
 
         Returns
         -------
         i0 : ndarray, shape (hx, hy, Qx, Qy)
-        g : ndarray, shape (2, hx, hy, Qx, Qy)
+        g : ndarray, shape (2, hx, hy, Qx, Qy), or (2, ix, iy, Qx, Qy) of the ``interior``
             ∂φ along the two scan axes as forward differences, rad/Å (same array module as the input).
         """
         import torch
@@ -207,6 +210,8 @@ class FlowTIEPhase:
         xp = get_array_module(intensity)
         if self.fast:
             i0, g, labels = self._grouped_field(intensity, geometry)
+            if interior is not None:
+                g = g[:, interior[0], interior[1]]
             return i0, spread(g, labels, xp).reshape(g.shape[:3] + i0.shape[2:])
         model, _ = self._model("cpu" if xp is np else "cuda")
         optics = _model_optics(model, geometry)
@@ -221,7 +226,7 @@ class FlowTIEPhase:
             u = self._full_field(model, pixels_first(didz), pixels_first(i0), geometry, optics)
         u = from_torch(u[0])  # (2, P, hx, hy), rad per scan step
         g = xp.stack([xp.moveaxis(u[c], 0, -1).reshape(hx, hy, nqx, nqy) / geometry.scan_step[c] for c in (0, 1)])
-        return i0, g
+        return i0, (g if interior is None else g[:, interior[0], interior[1]])
 
     def _full_field(self, model, didz_t, i0_t, geometry, optics):
         """The model on every pixel (and its mirrored experiments): (1, 2, P, hx, hy), rad per step."""
@@ -297,7 +302,7 @@ class FlowTIEPhase:
                 # its members' electrons (a group's mean over m pixels counts m times a pixel's electrons)
                 opt = dict(optics, pixel_x=size[:, 1 if swap else 0], pixel_y=size[:, 0 if swap else 1],
                            electrons=optics["electrons"] * count.to(torch.float32))
-            x = model.input_features(d, i, q_e, optics=opt)
+            x = model.input_parts(d, i, q_e, optics=opt)  # constant channels not expanded over the scan
             return grouped_network(model, x, i.clamp_min(0.0) * weight, chunk, workers)
 
         with torch.no_grad():

@@ -162,19 +162,25 @@ def spread(a, labels, xp):
     return xp.take(a.reshape(-1, a.shape[-1]), labels, axis=1).reshape(*lead, labels.shape[0])
 
 
-def _folded_stem(model, x):
+def _folded_stem(model, x, pixel=None):
     """The stem's input channels that vary over the scan, and a per-group bias from the others.
 
     A channel that is constant over the scan for every group (the q and optics maps) stays constant under
     reflect, replicate or circular padding, so its share of the stem is the channel's value times the sum of
-    its kernel. Returns (indices of the varying channels, their weights (H, Cv, k, k), bias (B, G, H)), or
-    None (zero padding, or no constant channel) to run the stem as it is.
+    its kernel. With ``pixel`` (the constant channels (B, Cc, G) apart from ``x``'s (B, Cs, G, Rx, Ry), which all
+    count as varying: ``model.input_parts``) they are known; otherwise they are found in ``x``. Returns (indices
+    of the varying channels in ``x``, their weights (H, Cv, k, k), bias (B, G, H)), or None (zero padding, or no
+    constant channel) to run the stem as it is.
     """
     import torch
 
     stem = model.stem
     if stem.padding_mode == "zeros":
         return None
+    if pixel is not None:
+        cs = x.shape[1]
+        bias = stem.bias + torch.einsum("bcg,hc->bgh", pixel, stem.weight[:, cs:].sum(dim=(-2, -1)))
+        return list(range(cs)), stem.weight[:, :cs].contiguous(), bias
     const = [c for c in range(x.shape[1]) if bool((x[:, c] == x[:, c, :, :1, :1]).all())]
     if not const:
         return None
@@ -254,8 +260,9 @@ def grouped_network(model, x, weights, pixel_chunk: int, workers: int = 1):
     Parameters
     ----------
     model : SharedFlowModel
-    x : Tensor, shape (B, C, G, Rx, Ry)
-        ``model.input_features`` of the groups.
+    x : Tensor, shape (B, C, G, Rx, Ry), or (Tensor (B, Cs, G, Rx, Ry), Tensor (B, Cc, G))
+        ``model.input_features`` of the groups, or ``model.input_parts`` (the channels constant over the scan
+        apart, not expanded: a pass expands only its own groups', when the stem cannot fold them).
     weights : Tensor, shape (B, G, Rx, Ry)
         Each group's weight in the mixing context (its mean I₀ times its member count: the sum of its
         members' I₀, as in the full form).
@@ -272,15 +279,18 @@ def grouped_network(model, x, weights, pixel_chunk: int, workers: int = 1):
     import torch
     import torch.nn.functional as F
 
+    from .architectures import join_features
+
+    x, pixel = x if isinstance(x, tuple) else (x, None)
     b, _, p, rx, ry = x.shape
     h = model.hidden
     slices = [slice(s, min(s + pixel_chunk, p)) for s in range(0, p, pixel_chunk)]
-    folded = _folded_stem(model, x)
+    folded = _folded_stem(model, x, pixel)
     head = _narrow_weight(model.head)
 
     def stem(sl):  # (B·n, H, Rx, Ry)
         if folded is None:
-            return model._stem(x[:, :, sl])
+            return model._stem(x[:, :, sl] if pixel is None else join_features(x[:, :, sl], pixel[:, :, sl]))
         var, w, bias = folded
         xs = x[:, var, sl].transpose(1, 2).reshape(-1, len(var), rx, ry)
         xs = F.pad(xs, model.stem._reversed_padding_repeated_twice, mode=model.stem.padding_mode)

@@ -14,6 +14,7 @@ from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
 from ..quality import BlockReport
 from ..reconstruct import project_tile, reconstruct_tile
+from ..worker_setup import release_free_heap
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
@@ -60,9 +61,11 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     xp = get_array_module(device=device)
     block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
-    _, g = method.field(block, geometry)
-    ix, iy = tile.interior
-    g = asnumpy(g[:, ix, iy]).astype(np.float32, copy=False)
+    _, g = method.field(block, geometry, interior=tile.interior)
+    del block
+    g = asnumpy(g).astype(np.float32, copy=False)
+    if xp is np:
+        release_free_heap()  # what a model's passes freed, before the next stage's arrays
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
     return g, report

@@ -125,6 +125,20 @@ def test_dark_field_bin_1_is_bit_identical_to_the_full_form(random_data):
     assert not np.allclose(fast, want, rtol=1e-3, atol=0)  # the fast form is another computation
 
 
+@pytest.mark.parametrize("name, options", [("flowtie", {"dark_field_bin": 4}), ("flowtie", {"dark_field_bin": 1}),
+                                           ("tie", {})])
+def test_the_field_of_the_interior_is_the_tiles_field_there(random_data, name, options):
+    """Asked for the interior only (the runner's field stage), a method returns exactly those positions of the
+    field it makes for the whole haloed tile."""
+    geo = geometry()
+    method = get_method(name, **options)
+    interior = (slice(1, 5), slice(2, 6))
+    _, whole = method.field(random_data, geo)
+    _, part = method.field(random_data, geo, interior=interior)
+    assert part.shape == (2, 4, 4, 64, 64)
+    assert np.array_equal(part, whole[:, 1:5, 2:6])
+
+
 def expanded_reference(model, data, geo, b, margin, optics=None, sizes=True, electrons=None, counted=True):
     """The model run on all P pixels of data in which every pixel holds its group's mean didz, i0 and q
     (built pixel by pixel from :func:`reference_groups`): the super-pixels' members are then identical
@@ -289,6 +303,33 @@ def test_passes_spread_over_threads_give_the_same_field_and_restore_torchs_threa
     assert torch.equal(one, two)
     torch.testing.assert_close(one, whole, rtol=1e-5, atol=1e-6)  # chunking changes only the order of sums
     assert not torch.allclose(one, grouped_network(model, x, i0, 4).detach(), rtol=1e-3)  # the weights matter
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_the_network_on_input_parts_equals_it_on_the_expanded_features(padding):
+    """The constant channels handed over apart (not expanded over the scan: the stem folds them into a bias, or
+    a pass expands only its own groups') give the field of the whole feature tensor, in the fast form's passes
+    and in the model's own forward pass over pixel chunks."""
+    from flowtie_dask.model.architectures import SharedFlowModel, join_features
+    from flowtie_dask.model.superpixels import grouped_network
+
+    torch.manual_seed(3)
+    model = SharedFlowModel(hidden=8, padding_mode=padding).eval()
+    rng = np.random.default_rng(7)
+    didz = torch.from_numpy(rng.normal(size=(2, 23, 9, 10)).astype(np.float32)) * 1e-3
+    i0 = torch.from_numpy(rng.random((2, 23, 9, 10)).astype(np.float32)) + 0.5
+    q = torch.from_numpy(rng.normal(size=(23, 2)).astype(np.float32))
+    scan, pixel = model.input_parts(didz, i0, q)
+    assert scan.shape == (2, 2, 23, 9, 10) and pixel.shape == (2, 4, 23)
+    x = model.input_features(didz, i0, q)
+    assert torch.equal(join_features(scan, pixel), x) and x.shape == (2, 6, 23, 9, 10)
+    assert torch.equal(x[:, 2:], pixel[..., None, None].expand_as(x[:, 2:]))  # constant over the scan
+    with torch.no_grad():
+        w = i0 * 2.0
+        torch.testing.assert_close(grouped_network(model, (scan, pixel), w, 4), grouped_network(model, x, w, 4),
+                                   rtol=1e-6, atol=1e-7)
+        whole = model(didz, i0, q)
+        torch.testing.assert_close(model(didz, i0, q, pixel_chunk=5), whole, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("boundary", ["mirror", "periodic"])

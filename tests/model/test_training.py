@@ -404,18 +404,18 @@ def test_dose_aware_model_starts_from_the_general_one_and_trains_on_noisy_tiles(
     torch.testing.assert_close(stem[:, :12], source["stem.weight"], atol=1e-6, rtol=0)
     assert float(stem[:, 12].abs().max()) < 1e-6  # lr 1e-12: the new channel still (nearly) at zero weight
     seen = []
-    original = DoseAwareFlowModel.input_features
+    original = DoseAwareFlowModel.input_parts
 
     def spy(self, *args, optics=None, **kwargs):
         seen.append(optics["electrons"].clone())
         return original(self, *args, optics=optics, **kwargs)
 
-    DoseAwareFlowModel.input_features = spy
+    DoseAwareFlowModel.input_parts = spy
     try:
         assert main(["train", collection, "--out", out, "--resume", "--epochs", "2", "--steps-per-epoch", "1",
                      "--batch-size", "2", "--tile", "8", "--n-q", "32", "--no-progress",
                      "--dose-range", "1e3", "1e4", "--noise-free-fraction", "0"]) == 0
     finally:
-        DoseAwareFlowModel.input_features = original
+        DoseAwareFlowModel.input_parts = original
     drawn = torch.cat([e.reshape(-1) for e in seen])
     assert len(drawn) and bool(((drawn >= 1e3) & (drawn <= 1e4)).all())  # the tiles' doses, each in the range
