@@ -130,6 +130,9 @@ class Method:
     #: On a scan with shot noise the runner low-passes the scans at their band limit for this method by default
     #: (``reconstruct(band_limit="auto")``, :mod:`flowtie_dask.bandlimit`).
     band_limits_noise: ClassVar[bool] = False
+    #: A field method whose field holds the tile's in-focus intensity (oriented, checked and repaired as read) in
+    #: this channel: the global path through files projects from it instead of reading the focus scan again.
+    field_i0: ClassVar[int | None] = None
     #: Diffraction-power consistency iterations of the runner's projection for this method (tile and field kinds;
     #: :mod:`flowtie_dask.consistency`); 0: one projection. TIE and FlowTIE take it as an option.
     consistency: int = 0

@@ -26,6 +26,7 @@ class TIE(Method):
     summary = "classical TIE per detector pixel (tiled, distributed)"
     backends = ("numpy", "cupy")
     kind = "field"
+    field_i0 = 1  # the field is (∂I/∂C10, I₀)
     options = (consistency_option(),)
 
     def __init__(self, *, eps: float = 1e-3, consistency: int = 0):

@@ -160,7 +160,7 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
     proj, load = dask.delayed(spill_project_task, pure=True), dask.delayed(load_partial, pure=True)
     parts = [load(os.path.join(cache, f"{names[k]}.npz")) if names[k] in done else
              proj(handle, geometry, t, scratch, *solved, periodic=periodic, device=device, cache=cache, name=names[k],
-                  bright_field=bright_field, consistency=method.consistency,
+                  bright_field=bright_field, consistency=method.consistency, i0_channel=method.field_i0,
                   dask_key_name=f"{method.name}-{names[k]}-{token}")
              for k, t in grid.items()]
     return parts + reports

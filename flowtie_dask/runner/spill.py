@@ -71,7 +71,11 @@ def spill_integrate_task(scratch: str, *after, method, geometry, boundary: str, 
     return rows
 
 
-def spill_project_task(path: str, geometry, tile, scratch: str, *after, **kwargs):
-    """Stage 3: :func:`~flowtie_dask.runner.tasks.project_task` of a tile, its phase read from ``scratch``."""
-    phase = _array(scratch, "phase")[tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1]
-    return project_task(path, geometry, tile, phase, **kwargs)
+def spill_project_task(path: str, geometry, tile, scratch: str, *after, i0_channel: int | None = None, **kwargs):
+    """Stage 3: :func:`~flowtie_dask.runner.tasks.project_task` of a tile, its phase read from ``scratch`` (and
+    its in-focus intensity too, from channel ``i0_channel`` of the field, when the method's field holds it:
+    ``Method.field_i0``; uncompressed, so cheaper than decompressing the focus scan again)."""
+    xs, ys = slice(tile.xs[0], tile.xs[-1] + 1), slice(tile.ys[0], tile.ys[-1] + 1)
+    phase = _array(scratch, "phase")[xs, ys]
+    i0 = None if i0_channel is None else _array(scratch, "field")[i0_channel, xs, ys]
+    return project_task(path, geometry, tile, phase, i0=i0, **kwargs)

@@ -113,11 +113,12 @@ def merge_summaries(*values):
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,
                  device: str = "cpu", cache: str | None = None, name: str = "", bright_field=None,
-                 consistency: int = 0):
+                 consistency: int = 0, i0=None):
     """Stage 3: exit waves of a tile's interior from its integrated phase and project them (with ``consistency``
     diffraction-power iterations, :func:`~flowtie_dask.reconstruct.project_tile`).
 
-    The in-focus patterns of the interior are read (no halo) and checked like the field stage's.
+    The in-focus patterns of the interior are read (no halo) and checked like the field stage's, unless ``i0``
+    (tx, ty, Qx, Qy) gives them as the field stage had them, oriented (their repairs are in its report).
 
     Returns
     -------
@@ -125,10 +126,13 @@ def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase:
         As :func:`tile_task` (host arrays).
     """
     xp = get_array_module(device=device)
-    mid = geometry.focus_index
     xs, ys = tile.xs, tile.ys
-    block, report = read_aligned(path, geometry, list(xs), list(ys), defocus=[mid], bright_field=bright_field)
-    i0 = geometry.orient(xp.asarray(block[0]))
+    if i0 is None:
+        block, report = read_aligned(path, geometry, list(xs), list(ys), defocus=[geometry.focus_index],
+                                     bright_field=bright_field)
+        i0 = geometry.orient(xp.asarray(block[0]))
+    else:
+        i0, report = xp.asarray(i0), BlockReport()
     phase = xp.asarray(phase) + xp.angle(geometry.probe_spectrum(xp)).astype(np.float32)[None, None]
     offset, num, ill = project_tile(i0, phase, geometry, xs=xs, ys=ys, periodic=periodic, consistency=consistency)
     return save_partial(cache, name, (offset, asnumpy(num), asnumpy(ill), report))

@@ -35,6 +35,33 @@ def test_files_give_the_object_that_memory_gives(small, tmp_path, periodic, tile
     assert os.listdir(tmp_path) == []
 
 
+def test_tie_through_files_projects_from_the_fields_intensity(small, tmp_path, monkeypatch):
+    """TIE's field holds I₀ (``field_i0``): through files the projections take it from there and read the store
+    only in the field stage (once per tile), with the same object and the same repair report as through memory
+    (which reads the focus scan again per tile)."""
+    from flowtie_dask.runner import tasks
+
+    reads = []
+    real = tasks.read_aligned
+
+    def counting(path, geometry, rows, cols, *, defocus=None, bright_field=None):
+        reads.append(defocus)
+        return real(path, geometry, rows, cols, defocus=defocus, bright_field=bright_field)
+
+    monkeypatch.setattr(tasks, "read_aligned", counting)
+    kw = dict(tile_size=12, halo=4, progress=False)
+    method = get_method("tie", consistency=1)
+    mem = reconstruct(small, method, scratch=None, **kw)
+    n = mem.attrs["n_tiles"]
+    assert n == 4 and reads.count(None) == n and len(reads) == 2 * n  # fields, then the projections' focus scans
+    reads.clear()
+    files = reconstruct(small, method, scratch=str(tmp_path), **kw)
+    assert files.attrs["transpose"] == "files" and reads == [None] * n
+    np.testing.assert_allclose(files.phase, mem.phase, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(files.amplitude, mem.amplitude, rtol=1e-6)
+    assert files.attrs["data_repairs"] == mem.attrs["data_repairs"]
+
+
 def test_a_gradient_field_method_goes_through_files_too(small, tmp_path):
     """FlowTIE's field (the model's gradients) takes the same route with the same result."""
     kw = dict(tile_size=12, halo=4, progress=False)
