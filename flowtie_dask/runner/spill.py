@@ -1,6 +1,6 @@
 """The global path's transposition through a scratch folder on disk, for scans whose field does not belong in
-the workers' memory: each tile's field is written to an uncompressed Zarr array chunked by tile × block of
-detector rows, each block of rows is read back over the whole scan, integrated and written to a phase array
+the workers' memory: each tile's field is written to raw files chunked by tile × block of detector rows
+(:mod:`.chunkfiles`), each block of rows is read back over the whole scan, integrated and written to a phase array
 chunked the same way, and each tile's projection reads its phase from there.
 
 Every task then holds one tile or one block of rows, so worker memory follows the tile and the block, not the
@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from .chunkfiles import ChunkFiles
 from .tasks import field_task, field_window, integrate_window, project_task
 from .tiles import load_field
 
@@ -23,23 +24,18 @@ __all__ = ["create_scratch", "spill_field_task", "spill_integrate_task", "spill_
 
 
 def create_scratch(folder: str, scan_shape, detector_shape, *, tile: tuple[int, int], rows: int) -> str:
-    """Make the scratch arrays in a new ``folder``: ``field.zarr`` (2, Rx, Ry, Qx, Qy) and ``phase.zarr``
-    (Rx, Ry, Qx, Qy), float32, chunks of ``tile`` scan positions × ``rows`` detector rows, no compression."""
-    import zarr
-
+    """Make the scratch arrays in a new ``folder`` (:class:`~.chunkfiles.ChunkFiles`): ``field`` (2, Rx, Ry, Qx,
+    Qy) and ``phase`` (Rx, Ry, Qx, Qy), float32, chunks of one field channel × ``tile`` scan positions × ``rows``
+    detector rows (a projection that takes I₀ from the field reads that channel alone)."""
     (rx, ry), (qx, qy) = scan_shape, detector_shape
     os.makedirs(folder, exist_ok=False)
-    zarr.create_array(os.path.join(folder, "field.zarr"), shape=(2, rx, ry, qx, qy), dtype="float32",
-                      chunks=(2, tile[0], tile[1], rows, qy), compressors=None, filters=None, fill_value=0.0)
-    zarr.create_array(os.path.join(folder, "phase.zarr"), shape=(rx, ry, qx, qy), dtype="float32",
-                      chunks=(tile[0], tile[1], rows, qy), compressors=None, filters=None, fill_value=0.0)
+    ChunkFiles.create(os.path.join(folder, "field"), (2, rx, ry, qx, qy), (1, tile[0], tile[1], rows, qy))
+    ChunkFiles.create(os.path.join(folder, "phase"), (rx, ry, qx, qy), (tile[0], tile[1], rows, qy))
     return folder
 
 
-def _array(folder: str, name: str, mode: str = "r"):
-    import zarr
-
-    return zarr.open_array(os.path.join(folder, f"{name}.zarr"), mode=mode)
+def _array(folder: str, name: str) -> ChunkFiles:
+    return ChunkFiles(os.path.join(folder, name))
 
 
 def spill_field_task(path: str, geometry, tile, scratch: str, *, method, device: str = "cpu", cache=None,
@@ -51,7 +47,7 @@ def spill_field_task(path: str, geometry, tile, scratch: str, *, method, device:
     else:
         g, report = field_task(path, geometry, tile, method=method, device=device, cache=cache, name=name,
                                bright_field=bright_field)
-    _array(scratch, "field", "r+")[:, tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1] = g
+    _array(scratch, "field")[:, tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1] = g
     return report
 
 
@@ -67,7 +63,7 @@ def spill_integrate_task(scratch: str, *after, method, geometry, boundary: str, 
     (:meth:`Method.field_rows`) of the whole field in ``scratch``; the phase goes to ``scratch``'s phase array."""
     window = field_window([_array(scratch, "field")], [0], ranges)  # read from the array: only those rows
     phase = integrate_window(window, method, geometry, boundary=boundary, ranges=ranges, rows=rows, summary=summary)
-    _array(scratch, "phase", "r+")[:, :, rows[0]:rows[1]] = np.asarray(phase, dtype=np.float32)
+    _array(scratch, "phase")[:, :, rows[0]:rows[1]] = np.asarray(phase, dtype=np.float32)
     return rows
 
 

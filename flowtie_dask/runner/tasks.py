@@ -82,8 +82,8 @@ def integrate_task(*blocks, method, geometry: ReconstructionGeometry, boundary: 
 
 def field_window(blocks, starts, ranges):
     """The rows of ``ranges`` (disjoint, ascending [start, stop)) out of row blocks starting at detector rows
-    ``starts`` (arrays, or Zarr arrays read only on those rows), concatenated over the detector-row axis (axis 3)
-    into one array (2, Rx, Ry, W, Qy)."""
+    ``starts`` (arrays, or scratch arrays read only on those rows: :class:`.chunkfiles.ChunkFiles`), concatenated
+    over the detector-row axis (axis 3) into one array (2, Rx, Ry, W, Qy)."""
     pieces = []
     for lo, hi in ranges:
         for s, b in zip(starts, blocks):
