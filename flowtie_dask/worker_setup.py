@@ -60,56 +60,6 @@ def tune_malloc(*, mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = T
     return TUNED
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                                               "uordblks", "fordblks", "keepcost")]
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = False
-        if sys.platform.startswith("linux"):
-            try:
-                _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                _LIBC.malloc_trim  # noqa: B018  (not glibc: no such symbol)
-            except (OSError, AttributeError):
-                _LIBC = False
-    return _LIBC
-
-
-def heap_free_bytes() -> int | None:
-    """Bytes the main heap holds free (glibc's ``mallinfo2().fordblks``); None where that cannot be asked."""
-    libc = _libc()
-    try:
-        fn = libc.mallinfo2
-    except AttributeError:  # not glibc, or glibc < 2.33
-        return None
-    fn.restype = _MallInfo2
-    return int(fn().fordblks)
-
-
-def release_free_heap(*, min_free: int = TRIM_THRESHOLD) -> bool:
-    """Return the heap's free pages to the system (glibc's ``malloc_trim(0)``) when it holds at least ``min_free``
-    bytes free (always, where that cannot be asked); False where nothing was done or this is not glibc.
-
-    Freed blocks below :data:`MMAP_THRESHOLD` stay in the heap for reuse, and many of them at once (a network
-    pass's activations: 0.3–1.1 GB after FlowTIE's model on a 96×96-position tile × 64×64 detector) would stay
-    resident under the next stage's arrays, which are mmapped. Only pages wholly free are released; a heap with
-    little free (TIE's) is left alone, so its pages need not fault in again."""
-    libc = _libc()
-    if not libc:
-        return False
-    free = heap_free_bytes()
-    if free is not None and free < min_free:
-        return False
-    libc.malloc_trim(0)
-    return True
-
-
-_LIBC = None
-
-
 def dask_setup(worker) -> None:
     """Called by Dask in each worker process when it starts."""
     tune_malloc()

@@ -14,7 +14,6 @@ from ..backend import asnumpy, get_array_module
 from ..geometry import ReconstructionGeometry
 from ..quality import BlockReport
 from ..reconstruct import project_tile, reconstruct_tile
-from ..worker_setup import release_free_heap
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
@@ -64,8 +63,6 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     _, g = method.field(block, geometry, interior=tile.interior)
     del block
     g = asnumpy(g).astype(np.float32, copy=False)
-    if xp is np:
-        release_free_heap()  # what a model's passes freed, before the next stage's arrays
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
     return g, report
