@@ -200,10 +200,10 @@ def test_a_damaged_kept_tile_is_recomputed_not_loaded(store, tmp_path):
 def test_flowtie_resume_with_kept_fields_is_bit_identical(tmp_path):
     """Global integration: the fields pass is resumed from kept fields, the projections recomputed."""
     store = tmp_path / "ft.zarr"
-    r = _cli("simulate", "GaAs", "--lateral-cells", "2", "--scan-pixels", "64", "--detector-pixels", "16", "--gpts",
+    r = _cli("simulate", "GaAs", "--lateral-cells", "2", "--scan-pixels", "48", "--detector-pixels", "16", "--gpts",
              "64", "--no-progress", "--out", store)
     assert r.returncode == 0, r.stderr
-    common = ["reconstruct", store, "--method", "flowtie", "--tile-size", "32", "--no-progress", "--keep-fields"]
+    common = ["reconstruct", store, "--method", "flowtie", "--tile-size", "24", "--no-progress", "--keep-fields"]
     clean = tmp_path / "clean.zarr"
     r = _cli(*common, "--out", clean)
     assert r.returncode == 0, r.stderr

@@ -66,7 +66,7 @@ def test_consistency_gains_are_taken_per_tile_and_stay_close_to_the_whole_scan(g
     assert whole.attrs["consistency"] == 2 and plain.attrs["consistency"] == 0
     mse = {k: evaluate_result(r, gaas64)["mse"] for k, r in (("plain", plain), ("whole", whole))}
     assert mse["whole"] < 0.97 * mse["plain"], mse  # measured 0.00235 against 0.00248
-    for tile in (32, 16):
+    for tile in (16,):  # the smaller tiles, where the per-tile gains differ most
         tiled = reconstruct(gaas64, get_method("tie", consistency=2), tile_size=tile, progress=False)
         assert tiled.attrs["integration"] == "global" and tiled.attrs["consistency"] == 2
         d = tiled.phase - whole.phase
