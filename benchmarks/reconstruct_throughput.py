@@ -4,7 +4,7 @@ mass on the same store as the peer.
 
 Run:  python benchmarks/reconstruct_throughput.py [--sizes 64 128 256] [--workers 1 2] [--methods all]
           [--layout default] [--libertem-python /path/to/venv/bin/python] [--plot throughput.png]
-          [--gpus 1] [--scratch auto|memory|DIR]
+          [--gpus 1] [--scratch auto|memory|DIR] [--tile-size 64|auto]
 
 Printed per (scan size, workers, method): wall seconds, scan positions per second, MB/s of stored intensity
 read (uncompressed, the three scans), the ratio to the floor's positions/s, peak RSS of the busiest worker
@@ -177,6 +177,9 @@ def main():
     parser.add_argument("--layout", default="default", help="store layout (flowtie_dask.store.LAYOUTS)")
     parser.add_argument("--scratch", default="auto",
                         help="global path's hand-over: auto, memory, or a folder for its files (runner.reconstruct)")
+    parser.add_argument("--tile-size", default="64",
+                        help="scan positions per tile, or 'auto' (the runner's choice by bytes; the halo given then "
+                             "is at least the method's)")
     parser.add_argument("--libertem-python", default=None)
     parser.add_argument("--plot", default="throughput.png")
     parser.add_argument("--json", default=None, help="also write the rows as JSON")
@@ -188,6 +191,7 @@ def main():
             plot(json.load(f), args.plot)
         return 0
     methods = list(REGISTRY) if args.methods == ["all"] else args.methods
+    tile = args.tile_size if args.tile_size == "auto" else int(args.tile_size)
     scratch = None if args.scratch == "memory" else args.scratch
     counts = [args.gpus] if args.gpus else args.workers
     print(f"load average before: {os.getloadavg()[0]:.2f}; cores: {os.cpu_count()}; layout {args.layout}")
@@ -225,10 +229,10 @@ def main():
                 with cluster_client(threads=args.threads, dashboard=None, announce=None, **kw) as client:
                     client.run(_start_rss_sampler)
                     if method.kind != "whole":  # warm-up on the 64² scan: imports, model, page cache
-                        reconstruct(os.path.join(args.out, "gaas_64.zarr"), method, tile_size=TILE, halo=HALO,
+                        reconstruct(os.path.join(args.out, "gaas_64.zarr"), method, tile_size=tile, halo=HALO,
                                     client=client, progress=False, device="gpu" if args.gpus else "cpu")
                     t0 = time.perf_counter()
-                    res = reconstruct(path, method, tile_size=TILE, halo=HALO, client=client, progress=False,
+                    res = reconstruct(path, method, tile_size=tile, halo=HALO, client=client, progress=False,
                                       device="gpu" if args.gpus else "cpu", scratch=scratch)
                     wall = time.perf_counter() - t0
                     rss = max(client.run(_peak_rss_mb).values())

@@ -29,7 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--method", choices=tuple(REGISTRY), default="tie", help=method_help())
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per tile (one or two values); default: the whole scan when its data "
-                        "are under 512 MiB, else 64×64 tiles (memory per worker follows the tile, not the scan)")
+                        "are under 512 MiB, else tiles whose haloed block (the scans read × positions × detector "
+                        "pixels, float32) is within 512 MiB, e.g. 64×64 at a 64×64 detector with a 16-position "
+                        "halo (memory per worker follows the tile's bytes, not the scan or the detector)")
     p.add_argument("--halo", type=nonnegative_int, default=None, metavar="N",
                    help="scan positions read around each tile (default: 16; at most the scan's size)")
     p.add_argument("--integration", choices=("auto", "tile", "global"), default="auto",
@@ -127,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     if result.attrs.get("tiles_reused"):
         print(f"resumed: {result.attrs['tiles_reused']} finished tiles loaded, {result.attrs['tiles_computed']} "
               "computed", file=sys.stderr)
+    if result.attrs.get("tile_reason"):
+        print(f"note: {result.attrs['tile_reason']}", file=sys.stderr)
     if result.attrs.get("integration_reason"):
         print(f"note: {result.attrs['integration_reason']}", file=sys.stderr)
     if result.attrs.get("assumed"):

@@ -30,9 +30,10 @@ from ..results import ReconstructionResult
 from ..store import ScanStore, StoreHandle, electrons_per_pattern, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
-from .tiles import load_partial, plan_tiles, readable
+from .tiles import TILE_BYTES, auto_tile_size, load_partial, plan_tiles, readable
 from .align import window_geometry
 from .whole import whole_task
+from .workers import _memory_of, _threads_of
 
 __all__ = ["SPILL_BYTES", "WHOLE_SCAN_BYTES", "reconstruct"]
 
@@ -73,7 +74,10 @@ def reconstruct(
         From :func:`flowtie_dask.methods.get_method`.
     tile_size : int or (int, int) or "auto" or None
         Scan positions per tile interior; None: the whole scan as one tile; "auto": so when the scan's data
-        fit in :data:`WHOLE_SCAN_BYTES`, else 64×64-position tiles. Ignored by whole-scan methods.
+        fit in :data:`WHOLE_SCAN_BYTES`, else tiles sized by bytes (:func:`~.tiles.auto_tile_size`: the haloed
+        block of the scans a task reads within :data:`~.tiles.TILE_BYTES`, e.g. 64×64 positions with a 16-position
+        halo at a 64×64 detector, 16×16 at 128×128; attrs ``tile_reason`` says why). Ignored by whole-scan
+        methods.
     halo : int
         Scan positions read around each tile (at least what the method needs; at most the scan's size).
     periodic : bool, optional
@@ -153,12 +157,17 @@ def reconstruct(
     if halo < 0:
         raise ValueError(f"halo must be ≥ 0 scan positions, got {halo}")
     halo = min(max(halo, needs.halo), max(geometry.scan_shape))  # more adds nothing (clipped or wrapped) but memory
-    if tile_size == "auto":
-        tile_size = None if st.intensity.nbytes <= WHOLE_SCAN_BYTES else (64, 64)
-    if isinstance(tile_size, int):
-        tile_size = (tile_size, tile_size)
     if integration not in ("auto", "tile", "global"):
         raise ValueError(f"integration must be 'auto', 'tile' or 'global', got {integration!r}")
+    sized = None  # the halo an automatic tile was sized for
+    if isinstance(tile_size, str) and tile_size == "auto":
+        tile_size = None
+        if st.intensity.nbytes > WHOLE_SCAN_BYTES:
+            field_path = method.kind == "field" and integration != "tile" and needs.field_halo is not None
+            sized = 0 if method.kind == "reduce" else (needs.field_halo if field_path else halo)
+            tile_size, attrs["tile_reason"] = _auto_tile(st, geometry, needs, method, sized, client)
+    if isinstance(tile_size, int):
+        tile_size = (tile_size, tile_size)
     tiles = plan_tiles(geometry.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
     if integration == "global" and method.kind != "field":
         raise ValueError(f"integration='global' needs a field method (FlowTIE, TIE), not {method.name!r}")
@@ -174,6 +183,9 @@ def reconstruct(
                                        "within each tile (--integration global forces the exact path)")
     if use_global and needs.field_halo is not None and needs.field_halo != halo:
         halo = min(needs.field_halo, max(geometry.scan_shape))  # e.g. TIE's pointwise field: no overlap to read
+        tiles = plan_tiles(geometry.scan_shape, tile_size, halo, periodic=periodic)
+    elif sized is not None and method.kind != "reduce" and sized != halo:  # sized for the global path, solved per tile
+        tile_size, attrs["tile_reason"] = _auto_tile(st, geometry, needs, method, halo, client)
         tiles = plan_tiles(geometry.scan_shape, tile_size, halo, periodic=periodic)
     done = set()
     if cache is not None:
@@ -284,19 +296,15 @@ def _new_scratch(folder: str, *, sweep: bool) -> str:
     return os.path.abspath(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=folder))
 
 
-def _memory_of(client) -> float:
-    """Bytes the run's workers may use: the sum of the distributed workers' memory limits, or this machine's
-    available memory for in-process runs (inf when unknown)."""
-    if client is not None and not isinstance(client, str):
-        limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
-        if limits and all(limits):
-            return float(sum(limits))
-    try:
-        import psutil
-
-        return float(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - no measurement: no limit
-        return float("inf")
+def _auto_tile(st, geometry, needs, method, halo: int, client) -> tuple[tuple[int, int], str]:
+    """``tile_size="auto"`` on a scan over :data:`WHOLE_SCAN_BYTES`: :func:`~.tiles.auto_tile_size` for the halo
+    the tiles will be read with, the scans the method reads, the store's chunks, every worker thread a tile, and
+    a budget of :data:`~.tiles.TILE_BYTES` or a quarter of a worker thread's memory where that is less."""
+    threads, memory = _threads_of(client)
+    scans = len(needs.defocus) if method.kind == "reduce" and needs.defocus else 3
+    chunks = tuple(int(c) for c in st.intensity.chunks[1:3])
+    return auto_tile_size(geometry.scan_shape, geometry.detector_shape, halo=halo, scans=scans, align=max(chunks),
+                          budget=int(min(TILE_BYTES, memory / 4)), parts=threads)
 
 
 def _read_out(obj, ill, *, periodic: bool, what: str):
@@ -355,6 +363,7 @@ def _result(st, geometry, phase, amplitude, ill, pixel, origin, periodic, attrs,
     })
     attrs.setdefault("fields_reused", None)
     attrs.setdefault("integration_reason", None)
+    attrs.setdefault("tile_reason", None)
     return ReconstructionResult(phase=phase, amplitude=amplitude, illumination=ill, pixel_size=pixel,
                                 origin=origin, periodic=periodic, attrs=attrs)
 

@@ -1,6 +1,7 @@
 """Tiles of a scan and the checked, cached pieces of work the runner reads and writes.
 
 * :func:`plan_tiles` cuts a scan into tiles with a halo (wrapped around for periodic scans);
+  :func:`auto_tile_size` sizes them by bytes (the haloed block a task holds), not by positions;
 * the resume cache: finished pieces written atomically as ``.npz`` (:func:`load_partial`,
   :func:`load_field`), damaged ones recognised (:func:`readable`) and recomputed.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ import numpy as np
 from ..atomic import write_file_atomic
 from ..quality import BlockReport
 
-__all__ = ["Tile", "load_field", "load_partial", "plan_tiles", "readable",
+__all__ = ["MAX_TILE", "MIN_TILE", "TILE_BYTES", "Tile", "auto_tile_size", "load_field", "load_partial", "plan_tiles", "readable",
            "save_partial", "write_npz", "report_bytes"]
 
 
@@ -84,6 +86,80 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
                               interior=(slice(lo_x, lo_x + len(xs)), slice(lo_y, lo_y + len(ys))),
                               boundary="periodic" if (whole and periodic) else "mirror"))
     return tiles
+
+
+#: The most bytes of one tile's haloed block as a task holds it (the scans it reads × positions × detector pixels,
+#: float32): 64×64-position tiles with a 16-position halo at a 64×64 detector (453 MiB for three scans); a task's
+#: peak is about 3× its block (measured: FlowTIE 1.3 GB per worker at 96² haloed positions).
+TILE_BYTES = 512 * 2**20
+#: The smallest side of an automatic tile in scan positions (below it the halo is most of what is read).
+MIN_TILE = 16
+#: The largest: beyond it a task's fixed costs are already spread and only its memory grows (measured on a
+#: 256×256 scan × 64×64 detector, TIE on 2 workers: 30.7 s at 64² tiles, 30.9 s at 96², 36.9 s at 128²; worker
+#: peak 0.66, 1.05 and 1.6 GB).
+MAX_TILE = 64
+
+
+def auto_tile_size(scan_shape: tuple[int, int], detector_shape: tuple[int, int], *, halo: int, scans: int = 3,
+                   align: int = 1, budget: int = TILE_BYTES, parts: int = 1) -> tuple[tuple[int, int], str]:
+    """The largest square tile (up to :data:`MAX_TILE`) whose haloed block fits ``budget`` bytes, so a worker's memory follows the bytes of a
+    tile whatever the detector (a 64×64-position tile of a 256×256 detector holds 16× the data of a 64×64 one).
+
+    Parameters
+    ----------
+    scan_shape : (Rx, Ry)
+        Scan positions.
+    detector_shape : (Qx, Qy)
+        Detector pixels (after any binning).
+    halo : int
+        Positions read on each side of a tile (0: tiles read without overlap).
+    scans : int
+        Scans a task reads (3: the defocus series; 1: a method reading the focus scan only).
+    align : int
+        The side is a multiple of this where the budget allows (the store's chunk side in scan positions: a tile's
+        interior then decompresses no chunk that a neighbouring tile's interior also does).
+    budget : int
+        Bytes of the haloed block, float32 (:data:`TILE_BYTES`).
+    parts : int
+        At least this many tiles where :data:`MIN_TILE` allows (the workers' threads: each gets a tile).
+
+    Returns
+    -------
+    tile : (tx, ty)
+        Interior side in scan positions: at least :data:`MIN_TILE` (or the scan), at most :data:`MAX_TILE` and the
+        scan.
+    reason : str
+        The choice in words, with the block's size (kept in the result's attrs as ``tile_reason``).
+    """
+    if min(scan_shape) < 1 or min(detector_shape) < 1:
+        raise ValueError(f"scan_shape and detector_shape must be positive, got {scan_shape} and {detector_shape}")
+    if halo < 0 or scans < 1 or align < 1 or budget <= 0:
+        raise ValueError(f"halo ≥ 0, scans ≥ 1, align ≥ 1 and budget > 0 needed, got {halo}, {scans}, {align}, "
+                         f"{budget}")
+    per_position = scans * detector_shape[0] * detector_shape[1] * 4
+    side = math.isqrt(budget // per_position) - 2 * halo
+    over = side < MIN_TILE
+    side = min(side, MAX_TILE)
+    if parts > 1:  # enough tiles for every thread
+        side = min(side, math.ceil(math.sqrt(scan_shape[0] * scan_shape[1] / parts)))
+    side = max(side, MIN_TILE)
+    if side // align * align >= MIN_TILE:
+        side = side // align * align  # on the store's chunks
+    else:
+        align = 1  # chunks larger than the tile: no side is on them
+    # as few tiles per axis as the side allows, evened out (no sliver at the edge), still on the chunks
+    tile = tuple(min(n, side, math.ceil(math.ceil(n / math.ceil(n / side)) / align) * align) for n in scan_shape)
+    block = [min(t + 2 * halo, n) if t < n else n for t, n in zip(tile, scan_shape)]
+    size = block[0] * block[1] * per_position
+    text = (f"{tile[0]}×{tile[1]} positions per tile: the block read with a {halo}-position halo ({block[0]}×{block[1]} "
+            f"positions × {detector_shape[0]}×{detector_shape[1]} pixels × {scans} scan{'s' if scans > 1 else ''}, float32) is "
+            f"{size / 2**20:.0f} MiB")
+    if over:
+        text += (f", over the {budget / 2**20:.0f} MiB per tile even at the smallest tile: bin the detector "
+                 "(import --bin 2) or give the workers more memory")
+    else:
+        text += f", within {budget / 2**20:.0f} MiB per tile"
+    return tile, text
 
 
 def save_partial(cache: str | None, name: str, part: tuple) -> tuple:
