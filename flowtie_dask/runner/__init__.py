@@ -75,9 +75,9 @@ def reconstruct(
     tile_size : int or (int, int) or "auto" or None
         Scan positions per tile interior; None: the whole scan as one tile; "auto": so when the scan's data
         fit in :data:`WHOLE_SCAN_BYTES`, else tiles sized by bytes (:func:`~.tiles.auto_tile_size`: the haloed
-        block of the scans a task reads within :data:`~.tiles.TILE_BYTES`, e.g. 64×64 positions with a 16-position
-        halo at a 64×64 detector, 16×16 at 128×128; attrs ``tile_reason`` says why). Ignored by whole-scan
-        methods.
+        block of the scans a task reads within :data:`~.tiles.TILE_BYTES` or a quarter of a worker thread's memory,
+        e.g. 64×64 positions at a 64×64 detector, 32×32 at 256×256 for TIE's global path; attrs ``tile_reason``
+        says why). Ignored by whole-scan methods.
     halo : int
         Scan positions read around each tile (at least what the method needs; at most the scan's size).
     periodic : bool, optional

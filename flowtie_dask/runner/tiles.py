@@ -89,9 +89,11 @@ def plan_tiles(scan_shape: tuple[int, int], tile: tuple[int, int] | None, halo: 
 
 
 #: The most bytes of one tile's haloed block as a task holds it (the scans it reads × positions × detector pixels,
-#: float32): 64×64-position tiles with a 16-position halo at a 64×64 detector (453 MiB for three scans); a task's
-#: peak is about 3× its block (measured: FlowTIE 1.3 GB per worker at 96² haloed positions).
-TILE_BYTES = 512 * 2**20
+#: float32): 64×64-position tiles at a 64×64 detector (453 MiB for three scans with a 16-position halo) and at a
+#: 128×128 one without a halo (768 MiB: TIE's global path), where smaller tiles cost time (measured, TIE on a
+#: 128×128 scan, 2 workers: 48² tiles 35.0 s and 0.9 GB per worker, 64² tiles 25.9 s and 1.5 GB); a worker's peak
+#: is 2–3× its block.
+TILE_BYTES = 2**30
 #: The smallest side of an automatic tile in scan positions (below it the halo is most of what is read).
 MIN_TILE = 16
 #: The largest: beyond it a task's fixed costs are already spread and only its memory grows (measured on a

@@ -30,7 +30,7 @@ def _fewest_tiles(n, detector, halo, scans, align, budget):
 @pytest.mark.parametrize("halo, scans", [(16, 3), (0, 3), (0, 1)])
 def test_the_block_fits_the_budget_and_the_tile_shrinks_as_the_detector_grows(halo, scans):
     scan, align, sides = (256, 256), 4, []
-    for q in (32, 48, 64, 96, 128, 192):
+    for q in (32, 48, 64, 96, 128, 192, 256, 384):
         tile, reason = auto_tile_size(scan, (q, q), halo=halo, scans=scans, align=align)
         assert tile[0] == tile[1] and (tile[0] % align == 0 or tile[0] == scan[0])
         if "over the" in reason:  # only where even the smallest tile does not fit
@@ -50,7 +50,9 @@ def test_the_former_default_is_kept_at_the_paper_detector_and_the_halo_costs_til
     it holds more than with the halo; a thread count asks for at least that many tiles."""
     assert auto_tile_size((256, 256), (64, 64), halo=16, align=16)[0] == (64, 64)
     assert auto_tile_size((256, 256), (64, 64), halo=0, align=16)[0] == (MAX_TILE, MAX_TILE)
-    assert auto_tile_size((256, 256), (128, 128), halo=0, align=8)[0] == (48, 48)  # 3·52²·128²·4 B ≤ 512 MiB
+    assert auto_tile_size((256, 256), (128, 128), halo=0, align=8)[0] == (64, 64)  # 3·64²·128²·4 B ≤ 1 GiB
+    assert auto_tile_size((256, 256), (128, 128), halo=16, align=8)[0] == (40, 40)  # 73 − 2·16, on the chunks
+    assert auto_tile_size((256, 256), (256, 256), halo=0, align=8)[0] == (32, 32)  # 3·36²·256²·4 B ≤ 1 GiB
     tile, _ = auto_tile_size((256, 256), (64, 64), halo=0, align=16, parts=32)
     assert math.ceil(256 / tile[0]) ** 2 >= 32 and tile[0] % 16 == 0
     # a scan narrower than the tile: the tile is clipped to it, the block counted without a halo on that axis
