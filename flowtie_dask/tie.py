@@ -47,7 +47,8 @@ def defocus_derivative(intensity: Any, c10: tuple[float, float, float], *, out: 
         C10 of each scan in Å (C10 = −Δf).
     out : ndarray, shape (2, ...), optional
         Written with ``didz`` in ``out[0]`` and ``i0`` in ``out[1]`` (one buffer, no temporaries); the two
-        returned arrays are then those views.
+        returned arrays are then those views. It may be ``intensity[:2]`` itself when the focus is the second
+        scan (the difference is then written over the first).
 
     Returns
     -------
@@ -66,7 +67,8 @@ def defocus_derivative(intensity: Any, c10: tuple[float, float, float], *, out: 
     xp = get_array_module(intensity)
     xp.subtract(intensity[hi], intensity[lo], out=out[0])
     out[0] /= span
-    out[1] = intensity[mid]
+    if not xp.may_share_memory(out[1], intensity[mid]):  # else out[1] is the focus scan itself
+        out[1] = intensity[mid]
     return out[0], out[1]
 
 

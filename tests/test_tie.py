@@ -36,6 +36,31 @@ def test_defocus_derivative_follows_the_stored_c10():
         defocus_derivative(i, (0.0, 0.0, 0.0))
 
 
+@pytest.mark.parametrize("c10", [(20.0, 0.0, -20.0), (-20.0, 0.0, 20.0), (0.0, 20.0, -20.0)])
+def test_the_tie_field_written_over_its_block_equals_the_plain_one(c10):
+    """The runner's field stage gives its block up (``own``): with the focus second the field is a view of the
+    block (nothing allocated), with any other order a new array; both equal the plain difference."""
+    from dataclasses import replace
+
+    from flowtie_dask.methods import get_method
+
+    _, _, _, g = weak_object_series(16, 0.2)
+    g = replace(g, c10=c10)
+    rng = np.random.default_rng(3)
+    block = rng.random((3, 16, 16, *g.detector_shape), dtype=np.float32)
+    lo, mid, hi = np.argsort(c10)
+    want_d, want_i0 = (block[hi] - block[lo]) / (c10[hi] - c10[lo]), block[mid].copy()
+    plain_i0, plain = get_method("tie").field(block.copy(), g)
+    given = block.copy()
+    i0, field = get_method("tie").field(given, g, own=True)
+    for f, i in ((plain, plain_i0), (field, i0)):
+        np.testing.assert_allclose(f[0], want_d, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(f[1], want_i0)
+        np.testing.assert_array_equal(i, want_i0)
+    assert np.shares_memory(field, given) == (mid == 1)
+    assert not np.shares_memory(plain, block)
+
+
 def test_tie_matches_integrating_the_exact_smooth_gradient(weak):
     """DESIGN §6: classical TIE ≈ integrated exact smooth gradient (1.42e-3 vs 1.38e-3 there)."""
     inten, psi, obj, g = weak

@@ -173,11 +173,12 @@ class Method:
         raise NotImplementedError(f"method {self.name!r} has no per-tile phase")
 
     # kind "field" ---------------------------------------------------------------------------------
-    def field(self, intensity: Any, geometry, *, interior=None):
+    def field(self, intensity: Any, geometry, *, interior=None, own: bool = False):
         """The field of every pattern of an oriented haloed tile (what :meth:`integrate` solves).
 
         ``interior`` (two slices of the tile's scan axes) asks for those positions' field only (the halo is
-        context), which a method may return without making the rest.
+        context), which a method may return without making the rest. ``own``: the caller gives ``intensity``
+        up, so the method may write over it and return views of it (the runner's field stage does).
 
         Returns
         -------

@@ -80,6 +80,6 @@ class FlowTIE(Method):
         """See :meth:`Method.phase` (the field integrated within the tile)."""
         return self._phase(intensity, geometry, boundary=boundary)
 
-    def field(self, intensity, geometry, *, interior=None):
-        """See :meth:`Method.field`."""
+    def field(self, intensity, geometry, *, interior=None, own=False):
+        """See :meth:`Method.field` (``own`` is not used: the model's inputs are new arrays anyway)."""
         return self._phase.field(intensity, geometry, interior=interior)

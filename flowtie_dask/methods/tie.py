@@ -49,13 +49,19 @@ class TIE(Method):
         """See :meth:`Method.phase`; (3, hx, hy, Qx, Qy) → i0, phase (hx, hy, Qx, Qy) in rad."""
         return tie_phase_of_tile(intensity, geometry, boundary=boundary, eps=self.eps)
 
-    def field(self, intensity, geometry, *, interior=None):
+    def field(self, intensity, geometry, *, interior=None, own=False):
         """(3, tx, ty, Qx, Qy) → i0 (tx, ty, Qx, Qy) and the field (∂I/∂C10 in 1/Å, I₀), (2, tx, ty, Qx, Qy) (of
-        the ``interior`` positions only when given: pointwise, so read from those alone)."""
+        the ``interior`` positions only when given: pointwise, so read from those alone). With ``own`` (the caller
+        gives up ``intensity``) the field may be written over it and returned as a view of it."""
         if interior is not None:
             intensity = intensity[:, interior[0], interior[1]]
         xp = get_array_module(intensity)
-        field = xp.empty((2, *intensity.shape[1:]), dtype=intensity.dtype)
+        if own and geometry.focus_index == 1 and intensity.flags.c_contiguous:
+            # the difference over the first scan, before the focus: the field is a view of the block (no new
+            # buffer of 2/3 its size, whose pages each tile would fault in again)
+            field = intensity[:2]
+        else:
+            field = xp.empty((2, *intensity.shape[1:]), dtype=intensity.dtype)
         _, i0 = defocus_derivative(intensity, geometry.c10, out=field)
         return i0, field
 

@@ -46,7 +46,7 @@ def spill_field_task(path: str, geometry, tile, scratch: str, *, method, device:
         g, report = load_field(load)
     else:
         g, report = field_task(path, geometry, tile, method=method, device=device, cache=cache, name=name,
-                               bright_field=bright_field)
+                               bright_field=bright_field, compact=False)  # written out and dropped
     _array(scratch, "field")[:, tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1] = g
     return report
 

@@ -44,12 +44,13 @@ def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method
 
 
 def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, device: str = "cpu",
-               cache: str | None = None, name: str = "", bright_field=None):
+               cache: str | None = None, name: str = "", bright_field=None, compact: bool = True):
     """Stage 1 of the global path: ``method.field`` of a tile's interior positions.
 
     With ``cache``, the field and the block's repair report are also written there atomically
     (``NAME.npz``) so that a resumed run skips the model on this tile (the field is 2/3 of the tile's
-    data size on disk).
+    data size on disk). The method may write its field over the block it is given; with ``compact`` a field
+    that is a view of it is copied out (a field kept in memory then holds no more than its own bytes).
 
     Returns
     -------
@@ -60,9 +61,11 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     xp = get_array_module(device=device)
     block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
-    _, g = method.field(block, geometry, interior=tile.interior)
+    _, g = method.field(block, geometry, interior=tile.interior, own=True)
     del block
     g = asnumpy(g).astype(np.float32, copy=False)
+    if compact and g.base is not None and g.base.nbytes > g.nbytes:
+        g = g.copy()
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
     return g, report
