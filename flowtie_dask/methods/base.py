@@ -193,9 +193,10 @@ class Method:
         ranges [start, stop) (default: ``rows`` only)."""
         return (tuple(rows),)
 
-    def field_summary(self, field: Any) -> float | None:
-        """A number from one block of the whole scan's field, (2, Rx, Ry, qb, Qy), that :meth:`integrate`
-        needs of the whole field (the summaries of all blocks are merged by ``max``); default None."""
+    def field_summary(self, total: Any, count: int) -> float | None:
+        """A number that :meth:`integrate` needs of the whole scan's field, from ``total``, the field summed over
+        all ``count`` scan positions, shape (2, Qx, Qy), float64 (each tile's field stage adds its own positions'
+        sum, so no pass over the whole field is made for it); default None (then no sums are made)."""
         return None
 
     def integrate(self, field: Any, geometry, *, boundary: str, row0, rows: tuple[int, int],
@@ -213,7 +214,7 @@ class Method:
         rows : (int, int)
             Detector rows [start, stop) to return.
         summary : float, optional
-            The largest :meth:`field_summary` over all blocks.
+            :meth:`field_summary` of the whole field.
 
         Returns
         -------

@@ -71,9 +71,9 @@ class TIE(Method):
             return (tuple(rows),)
         return mirror_row_ranges(rows, geometry.detector_shape[0], geometry.detector_center[0])
 
-    def field_summary(self, field) -> float:
-        """The largest scan-mean I₀ of the block's pixels (the ``eps`` clip is relative to the detector's)."""
-        return float(field[1].mean(axis=(0, 1)).max())
+    def field_summary(self, total, count: int) -> float:
+        """The largest scan-mean I₀ of the detector's pixels (the ``eps`` clip is relative to it)."""
+        return float(total[1].max() / count)
 
     def integrate(self, field, geometry, *, boundary: str, row0, rows, summary=None):
         """The TIE of detector ``rows`` over the whole scan (see :meth:`Method.integrate`), without P̃(q)."""

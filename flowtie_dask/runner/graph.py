@@ -12,8 +12,8 @@ import numpy as np
 
 from ..methods.base import Method
 from ..quality import BlockReport
-from .spill import create_scratch, spill_field_task, spill_integrate_task, spill_project_task, spill_summary_task
-from .tasks import field_summary_task, field_task, integrate_task, merge_summaries, project_task
+from .spill import create_scratch, spill_field_task, spill_integrate_task, spill_project_task
+from .tasks import field_summary_of, field_task, field_total, integrate_task, project_task
 from .tiles import load_field, load_partial
 
 __all__ = ["accumulate", "global_parts", "run_token", "tile_name"]
@@ -65,7 +65,8 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
 
     field = dask.delayed(field_task, pure=True)
     pick = dask.delayed(operator.getitem, pure=True)
-    rows, reports = [], []
+    rows, reports, totals = [], [], []
+    summed = type(method).field_summary is not Method.field_summary  # the method needs a summary of the field
     for x0 in starts_x:
         row = []
         for y0 in starts_y:
@@ -81,6 +82,9 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
                              dask_key_name=f"{method.name}-{fname}-{token}")
             row.append(da.from_delayed(pick(task, 0), shape=shape, dtype=np.float32))
             reports.append(pick(task, 1))
+            if summed:
+                totals.append(dask.delayed(field_total, pure=True)(pick(task, 0),
+                                                                    dask_key_name=f"{method.name}-sums-{x0}-{y0}-{token}"))
         rows.append(da.concatenate(row, axis=2))
     g = da.concatenate(rows, axis=1)
     qb = row_block(geometry.scan_shape, geometry.detector_shape)
@@ -90,10 +94,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     boundary = "periodic" if periodic else "mirror"
     field_blocks = g.to_delayed(optimize_graph=False)[0, 0, 0, :, 0]  # detector-row blocks of the whole field
     edges = [0, *np.cumsum(g.chunks[3]).tolist()]
-    summary = None
-    if type(method).field_summary is not Method.field_summary:
-        part = dask.delayed(field_summary_task, pure=True)
-        summary = dask.delayed(merge_summaries, pure=True)(*[part(b, method=method) for b in field_blocks])
+    summary = dask.delayed(field_summary_of, pure=True)(rx * ry, *totals, method=method) if summed else None
     solve = dask.delayed(integrate_task, pure=True)
     columns = []
     for k in range(len(field_blocks)):
@@ -132,29 +133,30 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
                    keep_fields, bright_field):
     """:func:`global_parts` through the scratch folder (:mod:`.spill`): the stages hand over file chunks, not
     arrays, so each task holds one tile or one block of detector rows."""
+    import operator
+
     import dask
 
     (rx, ry), (qx, qy) = geometry.scan_shape, geometry.detector_shape
     token = dask.base.tokenize(token, "files", scratch)[:12]  # other values than the memory route's: other keys
     first, qb = grid[min(grid)], row_block((rx, ry), (qx, qy))
     create_scratch(scratch, (rx, ry), (qx, qy), tile=(len(first.xs), len(first.ys)), rows=qb)
-    field, reports = dask.delayed(spill_field_task, pure=True), []
+    field, pick, written = dask.delayed(spill_field_task, pure=True), dask.delayed(operator.getitem, pure=True), []
+    summed = type(method).field_summary is not Method.field_summary  # the method needs a summary of the field
     for (x0, y0), t in grid.items():
         fname = tile_name("field", t)
         load = os.path.join(cache, f"{fname}.npz") if fname in done else None
-        reports.append(field(handle, geometry, t, scratch, method=method, device=device,
+        written.append(field(handle, geometry, t, scratch, method=method, device=device,
                              cache=cache if keep_fields else None, name=fname, bright_field=bright_field, load=load,
-                             dask_key_name=f"{method.name}-{fname}-{token}"))
+                             total=summed, dask_key_name=f"{method.name}-{fname}-{token}"))
+    reports = [pick(w, 0) for w in written]
     boundary = "periodic" if periodic else "mirror"
     spans = [(a, min(a + qb, qx)) for a in range(0, qx, qb)]
     summary = None
-    if type(method).field_summary is not Method.field_summary:
-        part = dask.delayed(spill_summary_task, pure=True)
-        summary = dask.delayed(merge_summaries, pure=True)(
-            *[part(scratch, span, *reports, method=method, dask_key_name=f"{method.name}-summary-{span[0]}-{token}")
-              for span in spans])
+    if summed:
+        summary = dask.delayed(field_summary_of, pure=True)(rx * ry, *[pick(w, 1) for w in written], method=method)
     solve = dask.delayed(spill_integrate_task, pure=True)
-    solved = [solve(scratch, *reports, method=method, geometry=geometry, boundary=boundary,
+    solved = [solve(scratch, *written, method=method, geometry=geometry, boundary=boundary,
                     ranges=method.field_rows(span, geometry, boundary=boundary), rows=span, summary=summary,
                     dask_key_name=f"{method.name}-integrate-{span[0]}-{token}") for span in spans]
     proj, load = dask.delayed(spill_project_task, pure=True), dask.delayed(load_partial, pure=True)

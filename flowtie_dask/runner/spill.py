@@ -16,11 +16,10 @@ import os
 import numpy as np
 
 from .chunkfiles import ChunkFiles
-from .tasks import field_task, field_window, integrate_window, project_task
+from .tasks import field_task, field_total, field_window, integrate_window, project_task
 from .tiles import load_field
 
-__all__ = ["create_scratch", "spill_field_task", "spill_integrate_task", "spill_project_task",
-           "spill_summary_task"]
+__all__ = ["create_scratch", "spill_field_task", "spill_integrate_task", "spill_project_task"]
 
 
 def create_scratch(folder: str, scan_shape, detector_shape, *, tile: tuple[int, int], rows: int) -> str:
@@ -39,22 +38,17 @@ def _array(folder: str, name: str) -> ChunkFiles:
 
 
 def spill_field_task(path: str, geometry, tile, scratch: str, *, method, device: str = "cpu", cache=None,
-                     name: str = "", bright_field=None, load: str | None = None):
+                     name: str = "", bright_field=None, load: str | None = None, total: bool = False):
     """Stage 1: a tile's field (:func:`~flowtie_dask.runner.tasks.field_task`, or the resume cache's ``load``)
-    written into ``scratch``'s field array; returns the block's repair report."""
+    written into ``scratch``'s field array; returns the block's repair report and, with ``total``, the field's
+    sum over the tile's positions (:func:`~flowtie_dask.runner.tasks.field_total`; else None)."""
     if load is not None:
         g, report = load_field(load)
     else:
         g, report = field_task(path, geometry, tile, method=method, device=device, cache=cache, name=name,
                                bright_field=bright_field, compact=False)  # written out and dropped
     _array(scratch, "field")[:, tile.xs[0]:tile.xs[-1] + 1, tile.ys[0]:tile.ys[-1] + 1] = g
-    return report
-
-
-def spill_summary_task(scratch: str, rows: tuple[int, int], *after, method):
-    """``method.field_summary`` of detector ``rows`` of the whole field in ``scratch`` (``after``: the field
-    tasks, which must have finished)."""
-    return method.field_summary(_array(scratch, "field")[:, :, :, rows[0]:rows[1]])
+    return report, field_total(g) if total else None
 
 
 def spill_integrate_task(scratch: str, *after, method, geometry, boundary: str, ranges, rows: tuple[int, int],

@@ -5,6 +5,8 @@ called unchanged here, inline or on any worker.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 
@@ -17,7 +19,7 @@ from ..reconstruct import project_tile, reconstruct_tile
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
-__all__ = ["field_summary_task", "field_task", "integrate_task", "load_reduction", "merge_summaries", "project_task",
+__all__ = ["field_summary_of", "field_task", "field_total", "integrate_task", "load_reduction", "project_task",
            "reduce_task", "tile_task"]
 
 
@@ -61,7 +63,8 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     xp = get_array_module(device=device)
     block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
-    _, g = method.field(block, geometry, interior=tile.interior, own=True)
+    own = {"own": True} if _takes_own(type(method)) else {}  # a plug-in written before ``own`` gets none
+    _, g = method.field(block, geometry, interior=tile.interior, **own)
     del block
     g = asnumpy(g).astype(np.float32, copy=False)
     if compact and g.base is not None and g.base.nbytes > g.nbytes:
@@ -69,6 +72,12 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     if cache is not None:
         write_npz(os.path.join(cache, f"{name}.npz"), field=g, report=report_bytes(report))
     return g, report
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_own(cls) -> bool:
+    """Whether ``cls.field`` takes the ``own`` keyword (:meth:`Method.field`)."""
+    return "own" in inspect.signature(cls.field).parameters
 
 
 def integrate_task(*blocks, method, geometry: ReconstructionGeometry, boundary: str, starts, ranges,
@@ -100,15 +109,15 @@ def integrate_window(window, method, geometry, *, boundary: str, ranges, rows, s
     return method.integrate(window, geometry, boundary=boundary, row0=row0, rows=rows, summary=summary)
 
 
-def field_summary_task(block, *, method):
-    """``method.field_summary`` of one block of the whole scan's field (a float or None)."""
-    return method.field_summary(block)
+def field_total(field):
+    """The sum of a tile's field (2, tx, ty, Qx, Qy) over its scan positions → (2, Qx, Qy) float64 (host)."""
+    return asnumpy(field.sum(axis=(1, 2), dtype=np.float64))
 
 
-def merge_summaries(*values):
-    """The largest of the blocks' summaries (None when the method has none)."""
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
+def field_summary_of(count: int, *totals, method):
+    """``method.field_summary`` of the whole field from the tiles' :func:`field_total` and the scan's
+    position ``count``."""
+    return method.field_summary(np.sum(totals, axis=0), count)
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,

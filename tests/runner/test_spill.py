@@ -35,6 +35,30 @@ def test_files_give_the_object_that_memory_gives(small, tmp_path, periodic, tile
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("scratch", [None, "files"])
+def test_the_dark_field_clip_is_taken_over_the_whole_scan_from_the_tiles_sums(small, tmp_path, scratch):
+    """TIE clips Ī(q) at eps × its largest value over the detector (the summary of the whole field): the tiles'
+    sums of I₀ give it, so tiled equals whole-scan where the clip binds on most pixels (eps = 0.2), through memory
+    and through files; the summary equals the plain largest scan-mean of the focus scan."""
+    from flowtie_dask.runner.tasks import field_summary_of, field_total
+    from flowtie_dask.store import open_scan_store
+
+    tie = get_method("tie", eps=0.2)
+    i0 = np.asarray(open_scan_store(small).intensity[1], dtype=np.float64)
+    ibar = i0.mean(axis=(0, 1))
+    assert np.mean(ibar < 0.2 * ibar.max()) > 0.5  # the clip binds on most pixels
+    tiles = [np.stack([np.zeros_like(i0[a:a + 8, b:b + 12]), i0[a:a + 8, b:b + 12]]).astype(np.float32)
+             for a in range(0, 24, 8) for b in range(0, 24, 12)]
+    got = field_summary_of(24 * 24, *[field_total(t) for t in tiles], method=tie)
+    np.testing.assert_allclose(got, ibar.max(), rtol=1e-6)
+    whole = reconstruct(small, tie, tile_size=None, progress=False)
+    tiled = reconstruct(small, tie, tile_size=(8, 12), scratch=None if scratch is None else str(tmp_path),
+                        progress=False)
+    assert tiled.attrs["integration"] == "global" and tiled.attrs["transpose"] == ("files" if scratch else "memory")
+    d = tiled.phase - whole.phase
+    np.testing.assert_allclose(d - d.mean(), 0, atol=1e-5)
+
+
 def test_tie_through_files_projects_from_the_fields_intensity(small, tmp_path, monkeypatch):
     """TIE's field holds I₀ (``field_i0``): through files the projections take it from there and read the store
     only in the field stage (once per tile), with the same object and the same repair report as through memory
