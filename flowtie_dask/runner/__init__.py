@@ -74,7 +74,8 @@ def reconstruct(
         From :func:`flowtie_dask.methods.get_method`.
     tile_size : int or (int, int) or "auto" or None
         Scan positions per tile interior; None: the whole scan as one tile; "auto": so when the scan's data
-        fit in :data:`WHOLE_SCAN_BYTES`, else tiles sized by bytes (:func:`~.tiles.auto_tile_size`: the haloed
+        fit in :data:`WHOLE_SCAN_BYTES` (except for reductions, whose tiles cost nothing: at least one per worker
+        thread), else tiles sized by bytes (:func:`~.tiles.auto_tile_size`: the haloed
         block of the scans a task reads within :data:`~.tiles.TILE_BYTES` or a quarter of a worker thread's memory,
         e.g. 64×64 positions at a 64×64 detector, 32×32 at 256×256 for TIE's global path; attrs ``tile_reason``
         says why). Ignored by whole-scan methods.
@@ -162,7 +163,8 @@ def reconstruct(
     sized = None  # the halo an automatic tile was sized for
     if isinstance(tile_size, str) and tile_size == "auto":
         tile_size = None
-        if st.intensity.nbytes > WHOLE_SCAN_BYTES:
+        # a reduction's tiles need no halo and merge exactly: split even a small scan, a tile per worker thread
+        if st.intensity.nbytes > WHOLE_SCAN_BYTES or method.kind == "reduce":
             field_path = method.kind == "field" and integration != "tile" and needs.field_halo is not None
             sized = 0 if method.kind == "reduce" else (needs.field_halo if field_path else halo)
             tile_size, attrs["tile_reason"] = _auto_tile(st, geometry, needs, method, sized, client)
@@ -297,9 +299,10 @@ def _new_scratch(folder: str, *, sweep: bool) -> str:
 
 
 def _auto_tile(st, geometry, needs, method, halo: int, client) -> tuple[tuple[int, int], str]:
-    """``tile_size="auto"`` on a scan over :data:`WHOLE_SCAN_BYTES`: :func:`~.tiles.auto_tile_size` for the halo
-    the tiles will be read with, the scans the method reads, the store's chunks, every worker thread a tile, and
-    a budget of :data:`~.tiles.TILE_BYTES` or a quarter of a worker thread's memory where that is less."""
+    """``tile_size="auto"`` on a scan over :data:`WHOLE_SCAN_BYTES` (any scan for reductions):
+    :func:`~.tiles.auto_tile_size` for the halo the tiles will be read with, the scans the method reads, the
+    store's chunks, every worker thread a tile, and a budget of :data:`~.tiles.TILE_BYTES` or a quarter of a
+    worker thread's memory where that is less."""
     threads, memory = _threads_of(client)
     scans = len(needs.defocus) if method.kind == "reduce" and needs.defocus else 3
     chunks = tuple(int(c) for c in st.intensity.chunks[1:3])

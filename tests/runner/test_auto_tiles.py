@@ -104,3 +104,16 @@ def test_the_runner_sizes_tiles_for_the_halo_they_are_read_with(small, monkeypat
     # a thread with less memory: a quarter of it is the budget (here a 10×10 block at most)
     monkeypatch.setattr(runner, "_threads_of", lambda client: (1, 4.0 * 3 * 10 * 10 * 24 * 24 * 4))
     assert reconstruct(small, get_method("tie"), progress=False).attrs["tile_size"] == [8, 8]  # 10 evened over 24
+
+
+def test_a_reduction_splits_even_a_small_scan_a_tile_per_thread_with_the_same_result(small, monkeypatch):
+    """A reduction's tiles read no halo and merge exactly, so "auto" gives every worker thread a tile even where
+    the whole scan would fit in one (the other methods keep it whole): the same phase as one tile."""
+    monkeypatch.setattr(runner, "_threads_of", lambda client: (2, float("inf")))
+    monkeypatch.setattr(tiles_module, "MIN_TILE", 4)
+    one = reconstruct(small, get_method("icom"), tile_size=None, progress=False)
+    split = reconstruct(small, get_method("icom"), progress=False)
+    assert one.attrs["n_tiles"] == 1 and split.attrs["n_tiles"] >= 2, split.attrs["tile_size"]
+    assert "1 scan," in split.attrs["tile_reason"]
+    np.testing.assert_array_equal(split.phase, one.phase)
+    assert reconstruct(small, get_method("tie"), progress=False).attrs["n_tiles"] == 1
