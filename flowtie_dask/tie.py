@@ -67,9 +67,17 @@ def defocus_derivative(intensity: Any, c10: tuple[float, float, float], *, out: 
     xp = get_array_module(intensity)
     xp.subtract(intensity[hi], intensity[lo], out=out[0])
     out[0] /= span
-    if not xp.may_share_memory(out[1], intensity[mid]):  # else out[1] is the focus scan itself
+    if not _same_view(out[1], intensity[mid]):  # else out[1] is the focus scan itself
         out[1] = intensity[mid]
     return out[0], out[1]
+
+
+def _same_view(a, b) -> bool:
+    """Whether two arrays (NumPy or CuPy) are the same view of the same memory."""
+    def start(x):
+        return x.data.ptr if hasattr(x.data, "ptr") else x.__array_interface__["data"][0]
+
+    return a.shape == b.shape and a.strides == b.strides and start(a) == start(b)
 
 
 def _host(x):

@@ -29,10 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--method", choices=tuple(REGISTRY), default="tie", help=method_help())
     p.add_argument("--tile-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="scan positions per tile (one or two values); default: the whole scan when its data "
-                        "are under 512 MiB, else tiles whose haloed block (the scans read × positions × detector "
-                        "pixels, float32) is within 1 GiB or a quarter of a worker thread's memory, e.g. 64×64 at a "
-                        "64×64 detector, 32×32 at 256×256 (memory per worker follows the tile's bytes, not the scan "
-                        "or the detector; the note printed says what was chosen and why)")
+                        "are under 512 MiB (a reduction such as icom: a tile per worker thread), else tiles whose "
+                        "haloed block (the scans read × positions × detector pixels, float32) is within 1 GiB or a "
+                        "quarter of a worker thread's memory, e.g. 64×64 at a 64×64 detector, 32×32 at 256×256 "
+                        "(memory per worker follows the tile's bytes, not the scan or the detector; the note printed "
+                        "says what was chosen and why; --resume keeps the choice of the run it resumes)")
     p.add_argument("--halo", type=nonnegative_int, default=None, metavar="N",
                    help="scan positions read around each tile (default: 16; at most the scan's size)")
     p.add_argument("--integration", choices=("auto", "tile", "global"), default="auto",

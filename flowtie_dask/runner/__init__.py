@@ -30,10 +30,11 @@ from ..results import ReconstructionResult
 from ..store import ScanStore, StoreHandle, electrons_per_pattern, open_scan_store
 from .graph import accumulate, global_parts, run_token, tile_name
 from .tasks import load_reduction, reduce_task, tile_task
-from .tiles import TILE_BYTES, auto_tile_size, load_partial, plan_tiles, readable
+from .autotile import auto_tiles
+from .tiles import load_partial, plan_tiles, readable
 from .align import window_geometry
 from .whole import whole_task
-from .workers import _memory_of, _threads_of
+from .workers import _memory_of
 
 __all__ = ["SPILL_BYTES", "WHOLE_SCAN_BYTES", "reconstruct"]
 
@@ -78,7 +79,8 @@ def reconstruct(
         thread), else tiles sized by bytes (:func:`~.tiles.auto_tile_size`: the haloed
         block of the scans a task reads within :data:`~.tiles.TILE_BYTES` or a quarter of a worker thread's memory,
         e.g. 64×64 positions at a 64×64 detector, 32×32 at 256×256 for TIE's global path; attrs ``tile_reason``
-        says why). Ignored by whole-scan methods.
+        says why; a run resuming from ``cache`` takes the choice recorded there: :mod:`.autotile`). Ignored by
+        whole-scan methods.
     halo : int
         Scan positions read around each tile (at least what the method needs; at most the scan's size).
     periodic : bool, optional
@@ -167,7 +169,7 @@ def reconstruct(
         if st.intensity.nbytes > WHOLE_SCAN_BYTES or method.kind == "reduce":
             field_path = method.kind == "field" and integration != "tile" and needs.field_halo is not None
             sized = 0 if method.kind == "reduce" else (needs.field_halo if field_path else halo)
-            tile_size, attrs["tile_reason"] = _auto_tile(st, geometry, needs, method, sized, client)
+            tile_size, attrs["tile_reason"] = auto_tiles(st, geometry, needs, method, sized, client, cache=cache)
     if isinstance(tile_size, int):
         tile_size = (tile_size, tile_size)
     tiles = plan_tiles(geometry.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
@@ -186,8 +188,9 @@ def reconstruct(
     if use_global and needs.field_halo is not None and needs.field_halo != halo:
         halo = min(needs.field_halo, max(geometry.scan_shape))  # e.g. TIE's pointwise field: no overlap to read
         tiles = plan_tiles(geometry.scan_shape, tile_size, halo, periodic=periodic)
-    elif sized is not None and method.kind != "reduce" and sized != halo:  # sized for the global path, solved per tile
-        tile_size, attrs["tile_reason"] = _auto_tile(st, geometry, needs, method, halo, client)
+    elif sized is not None and method.kind != "reduce" and sized != halo and len(tiles) > 1:
+        # sized for the global path, solved per tile after all (for want of memory): sized again for the halo
+        tile_size, attrs["tile_reason"] = auto_tiles(st, geometry, needs, method, halo, client, cache=cache)
         tiles = plan_tiles(geometry.scan_shape, tile_size, halo, periodic=periodic)
     done = set()
     if cache is not None:
@@ -296,18 +299,6 @@ def _new_scratch(folder: str, *, sweep: bool) -> str:
             if name.startswith(SCRATCH_PREFIX):
                 shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
     return os.path.abspath(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=folder))
-
-
-def _auto_tile(st, geometry, needs, method, halo: int, client) -> tuple[tuple[int, int], str]:
-    """``tile_size="auto"`` on a scan over :data:`WHOLE_SCAN_BYTES` (any scan for reductions):
-    :func:`~.tiles.auto_tile_size` for the halo the tiles will be read with, the scans the method reads, the
-    store's chunks, every worker thread a tile, and a budget of :data:`~.tiles.TILE_BYTES` or a quarter of a
-    worker thread's memory where that is less."""
-    threads, memory = _threads_of(client)
-    scans = len(needs.defocus) if method.kind == "reduce" and needs.defocus else 3
-    chunks = tuple(int(c) for c in st.intensity.chunks[1:3])
-    return auto_tile_size(geometry.scan_shape, geometry.detector_shape, halo=halo, scans=scans, align=max(chunks),
-                          budget=int(min(TILE_BYTES, memory / 4)), parts=threads)
 
 
 def _read_out(obj, ill, *, periodic: bool, what: str):

@@ -13,7 +13,8 @@ import numpy as np
 from ..methods.base import Method
 from ..quality import BlockReport
 from .spill import create_scratch, spill_field_task, spill_integrate_task, spill_project_task
-from .tasks import field_summary_of, field_task, field_total, integrate_task, project_task
+from .tasks import (check_field_summary, field_summary_of, field_task, field_total, integrate_task, project_task,
+                    sum_totals)
 from .tiles import load_field, load_partial
 
 __all__ = ["accumulate", "global_parts", "run_token", "tile_name"]
@@ -94,7 +95,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     boundary = "periodic" if periodic else "mirror"
     field_blocks = g.to_delayed(optimize_graph=False)[0, 0, 0, :, 0]  # detector-row blocks of the whole field
     edges = [0, *np.cumsum(g.chunks[3]).tolist()]
-    summary = dask.delayed(field_summary_of, pure=True)(rx * ry, *totals, method=method) if summed else None
+    summary = _summary(rx * ry, totals, method) if summed else None
     solve = dask.delayed(integrate_task, pure=True)
     columns = []
     for k in range(len(field_blocks)):
@@ -154,9 +155,9 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
     spans = [(a, min(a + qb, qx)) for a in range(0, qx, qb)]
     summary = None
     if summed:
-        summary = dask.delayed(field_summary_of, pure=True)(rx * ry, *[pick(w, 1) for w in written], method=method)
+        summary = _summary(rx * ry, [pick(w, 1) for w in written], method)
     solve = dask.delayed(spill_integrate_task, pure=True)
-    solved = [solve(scratch, *written, method=method, geometry=geometry, boundary=boundary,
+    solved = [solve(scratch, *reports, method=method, geometry=geometry, boundary=boundary,
                     ranges=method.field_rows(span, geometry, boundary=boundary), rows=span, summary=summary,
                     dask_key_name=f"{method.name}-integrate-{span[0]}-{token}") for span in spans]
     proj, load = dask.delayed(spill_project_task, pure=True), dask.delayed(load_partial, pure=True)
@@ -166,6 +167,18 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
                   dask_key_name=f"{method.name}-{names[k]}-{token}")
              for k, t in grid.items()]
     return parts + reports
+
+
+def _summary(count: int, totals, method):
+    """``method.field_summary`` of the tiles' field sums, summed in a tree of eights (no task holds more than eight
+    tiles' sums: 16·Qx·Qy bytes each)."""
+    import dask
+
+    check_field_summary(method)
+    add = dask.delayed(sum_totals, pure=True)
+    while len(totals) > 8:
+        totals = [add(*totals[i:i + 8]) for i in range(0, len(totals), 8)]
+    return dask.delayed(field_summary_of, pure=True)(count, *totals, method=method)
 
 
 def accumulate(shape, *parts):

@@ -19,8 +19,8 @@ from ..reconstruct import project_tile, reconstruct_tile
 from .align import read_aligned
 from .tiles import report_bytes, save_partial, write_npz
 
-__all__ = ["field_summary_of", "field_task", "field_total", "integrate_task", "load_reduction", "project_task",
-           "reduce_task", "tile_task"]
+__all__ = ["check_field_summary", "field_summary_of", "field_task", "field_total", "integrate_task", "load_reduction",
+           "project_task", "reduce_task", "sum_totals", "tile_task"]
 
 
 def tile_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, method, periodic: bool,
@@ -114,10 +114,26 @@ def field_total(field):
     return asnumpy(field.sum(axis=(1, 2), dtype=np.float64))
 
 
+def sum_totals(*totals):
+    """The sum of tiles' :func:`field_total` (2, Qx, Qy), float64."""
+    return np.sum(totals, axis=0)
+
+
 def field_summary_of(count: int, *totals, method):
-    """``method.field_summary`` of the whole field from the tiles' :func:`field_total` and the scan's
-    position ``count``."""
-    return method.field_summary(np.sum(totals, axis=0), count)
+    """``method.field_summary`` of the whole field from the tiles' :func:`field_total` (or partial sums of them)
+    and the scan's position ``count``."""
+    return method.field_summary(sum_totals(*totals), count)
+
+
+def check_field_summary(method) -> None:
+    """TypeError unless ``method.field_summary`` takes ``(total, count)`` (a plug-in written for the earlier form,
+    one block of detector rows of the whole field, is named before any tile is read)."""
+    params = [p for p in inspect.signature(method.field_summary).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(params) != 2:
+        names = ", ".join(p.name for p in params)
+        raise TypeError(f"method {method.name!r}: field_summary takes ({names}); it must take (total, count), the "
+                        "field summed over the scan's positions and their number (see Method.field_summary)")
 
 
 def project_task(path: str, geometry: ReconstructionGeometry, tile: dict, phase: np.ndarray, *, periodic: bool,

@@ -118,8 +118,9 @@ def auto_tile_size(scan_shape: tuple[int, int], detector_shape: tuple[int, int],
     scans : int
         Scans a task reads (3: the defocus series; 1: a method reading the focus scan only).
     align : int
-        The side is a multiple of this where the budget allows (the store's chunk side in scan positions: a tile's
-        interior then decompresses no chunk that a neighbouring tile's interior also does).
+        The side is a multiple of this where the budget allows (the store's chunk side in scan positions: where the
+        tiles start on the chunk grid, a tile's interior then decompresses no chunk that a neighbouring tile's
+        interior also does).
     budget : int
         Bytes of the haloed block, float32 (:data:`TILE_BYTES`).
     parts : int
@@ -128,8 +129,8 @@ def auto_tile_size(scan_shape: tuple[int, int], detector_shape: tuple[int, int],
     Returns
     -------
     tile : (tx, ty)
-        Interior side in scan positions: at least :data:`MIN_TILE` (or the scan), at most :data:`MAX_TILE` and the
-        scan.
+        Interior side in scan positions, at most :data:`MAX_TILE` and the scan: a side of at least :data:`MIN_TILE`
+        evened over each axis (so an axis a little longer than one tile gets two of about half of it).
     reason : str
         The choice in words, with the block's size (kept in the result's attrs as ``tile_reason``).
     """

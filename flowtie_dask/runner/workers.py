@@ -25,7 +25,7 @@ def _memory_of(client) -> float:
 def _threads_of(client) -> tuple[int, float]:
     """(threads of the run's workers, the least memory one thread has in bytes): the distributed workers'
     ``nthreads`` and ``memory_limit``, or this machine's cores and total memory for in-process runs (total, not
-    available: the same choice each run, so a resumed run finds the same tiles)."""
+    available: the same choice from run to run; a resumed run takes its tiles from the cache's record anyway)."""
     if client is not None and not isinstance(client, str):
         workers = list(client.scheduler_info().get("workers", {}).values())
         if workers:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import flowtie_dask.runner as runner
+import flowtie_dask.runner.autotile as autotile
 import flowtie_dask.runner.tiles as tiles_module
 from flowtie_dask.methods import get_method
 from flowtie_dask.runner import reconstruct
@@ -80,8 +81,9 @@ def test_the_runner_sizes_tiles_for_the_halo_they_are_read_with(small, monkeypat
     three times the positions per byte."""
     monkeypatch.setattr(runner, "WHOLE_SCAN_BYTES", 0)
     budget = 3 * 14 * 14 * 24 * 24 * 4  # a 14×14-position block of the three scans
-    monkeypatch.setattr(runner, "TILE_BYTES", budget)
+    monkeypatch.setattr(autotile, "TILE_BYTES", budget)
     monkeypatch.setattr(tiles_module, "MIN_TILE", 4)
+    monkeypatch.setattr(autotile, "_threads_of", lambda client: (1, float("inf")))  # whatever this machine has
     whole = reconstruct(small, get_method("tie"), tile_size=None, progress=False)
     tiled = reconstruct(small, get_method("tie"), progress=False)
     assert tiled.attrs["integration"] == "global" and tiled.attrs["halo"] == 0
@@ -93,23 +95,22 @@ def test_the_runner_sizes_tiles_for_the_halo_they_are_read_with(small, monkeypat
     assert local.attrs["integration"] == "tile" and local.attrs["halo"] == 4
     assert local.attrs["tile_size"] == [6, 6] and "4-position halo" in local.attrs["tile_reason"]  # 14 − 2·4
     assert _block_bytes((6, 6), (24, 24), (24, 24), 4, 3) <= budget
-    monkeypatch.setattr(runner, "_threads_of", lambda client: (1, float("inf")))  # one thread: no split asked
     icom = reconstruct(small, get_method("icom"), progress=False)
     assert icom.attrs["tile_size"] == [24, 24] and "1 scan," in icom.attrs["tile_reason"]  # √3·14 > 24
     assert whole.attrs["tile_reason"] is None
     # eight threads: at least eight tiles; a thread with 4× the budget in memory: the budget
-    monkeypatch.setattr(runner, "_threads_of", lambda client: (8, 4.0 * budget))
+    monkeypatch.setattr(autotile, "_threads_of", lambda client: (8, 4.0 * budget))
     split = reconstruct(small, get_method("tie"), progress=False)
     assert split.attrs["n_tiles"] >= 8 and split.attrs["tile_size"] == [8, 8]
     # a thread with less memory: a quarter of it is the budget (here a 10×10 block at most)
-    monkeypatch.setattr(runner, "_threads_of", lambda client: (1, 4.0 * 3 * 10 * 10 * 24 * 24 * 4))
+    monkeypatch.setattr(autotile, "_threads_of", lambda client: (1, 4.0 * 3 * 10 * 10 * 24 * 24 * 4))
     assert reconstruct(small, get_method("tie"), progress=False).attrs["tile_size"] == [8, 8]  # 10 evened over 24
 
 
 def test_a_reduction_splits_even_a_small_scan_a_tile_per_thread_with_the_same_result(small, monkeypatch):
     """A reduction's tiles read no halo and merge exactly, so "auto" gives every worker thread a tile even where
     the whole scan would fit in one (the other methods keep it whole): the same phase as one tile."""
-    monkeypatch.setattr(runner, "_threads_of", lambda client: (2, float("inf")))
+    monkeypatch.setattr(autotile, "_threads_of", lambda client: (2, float("inf")))
     monkeypatch.setattr(tiles_module, "MIN_TILE", 4)
     one = reconstruct(small, get_method("icom"), tile_size=None, progress=False)
     split = reconstruct(small, get_method("icom"), progress=False)
@@ -117,3 +118,34 @@ def test_a_reduction_splits_even_a_small_scan_a_tile_per_thread_with_the_same_re
     assert "1 scan," in split.attrs["tile_reason"]
     np.testing.assert_array_equal(split.phase, one.phase)
     assert reconstruct(small, get_method("tie"), progress=False).attrs["n_tiles"] == 1
+
+
+def test_a_resumed_run_keeps_the_tiles_of_the_run_it_resumes(small, tmp_path, monkeypatch):
+    """The automatic tile follows the workers; a run resuming from a cache takes the choice recorded there (its
+    pieces are named by their tiles' first positions), so fewer threads the second time change nothing: the same
+    tiles, the pieces loaded, the same phase. Per-tile solving and the global path with kept fields."""
+    monkeypatch.setattr(runner, "WHOLE_SCAN_BYTES", 0)
+    monkeypatch.setattr(tiles_module, "MIN_TILE", 4)
+    for kw in (dict(halo=4, integration="tile"), dict(keep_fields=True)):
+        cache = tmp_path / kw.get("integration", "global")
+        monkeypatch.setattr(autotile, "_threads_of", lambda client: (8, float("inf")))
+        first = reconstruct(small, get_method("tie"), cache=str(cache), progress=False, **kw)
+        assert first.attrs["n_tiles"] >= 8
+        monkeypatch.setattr(autotile, "_threads_of", lambda client: (2, float("inf")))
+        assert reconstruct(small, get_method("tie"), progress=False, **kw).attrs["n_tiles"] < first.attrs["n_tiles"]
+        again = reconstruct(small, get_method("tie"), cache=str(cache), progress=False, **kw)
+        assert again.attrs["tile_size"] == first.attrs["tile_size"] and "resumes" in again.attrs["tile_reason"]
+        assert again.attrs["tiles_reused"] == again.attrs["n_tiles"]
+        np.testing.assert_array_equal(again.phase, first.phase)
+
+
+def test_a_scan_that_fits_one_tile_for_the_global_path_stays_one_tile(small, monkeypatch):
+    """Sized without a halo (TIE's global path) the whole scan is one tile: it is solved as one, not cut again for
+    the per-tile halo into tiles solved apart."""
+    monkeypatch.setattr(runner, "WHOLE_SCAN_BYTES", 0)
+    monkeypatch.setattr(autotile, "TILE_BYTES", 3 * 24 * 24 * 24 * 24 * 4)  # the whole scan's three scans
+    monkeypatch.setattr(autotile, "_threads_of", lambda client: (1, float("inf")))
+    res = reconstruct(small, get_method("tie"), halo=4, progress=False)
+    whole = reconstruct(small, get_method("tie"), tile_size=None, halo=4, progress=False)
+    assert res.attrs["n_tiles"] == 1 and res.attrs["integration"] == "tile"
+    np.testing.assert_array_equal(res.phase, whole.phase)

@@ -173,3 +173,36 @@ def test_files_on_two_worker_processes(small, tmp_path):
     assert there.attrs["transpose"] == "files"
     np.testing.assert_allclose(there.phase, here.phase, rtol=0, atol=1e-6)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_field_kept_in_memory_holds_only_its_own_bytes(small):
+    """TIE writes its field over the block it is given (``own``); the memory route keeps the field in the workers,
+    so the field task copies it out (``compact``) rather than keep the three scans alive; the files route writes the
+    view out as it is. Both are the same field."""
+    from flowtie_dask.runner.tasks import field_task
+    from flowtie_dask.runner.tiles import plan_tiles
+    from flowtie_dask.store import StoreHandle
+
+    handle = StoreHandle(small)
+    geometry = handle.geometry()
+    tile = plan_tiles(geometry.scan_shape, (12, 12), 0, periodic=True)[0]
+    kept, _ = field_task(handle, geometry, tile, method=get_method("tie"))
+    view, _ = field_task(handle, geometry, tile, method=get_method("tie"), compact=False)
+    assert kept.base is None or kept.base.nbytes == kept.nbytes
+    assert view.base is not None and view.base.nbytes == 1.5 * view.nbytes  # the focus is second: a view
+    np.testing.assert_array_equal(kept, view)
+
+
+def test_a_field_summary_of_the_earlier_form_is_named_before_any_tile_is_read(small, monkeypatch):
+    """A plug-in's ``field_summary(field)`` (the earlier per-block form) is refused with its name when the graph
+    is built, not after every field was made."""
+    import flowtie_dask.runner.graph as graph
+    from flowtie_dask.methods.tie import TIE
+
+    class OldSummary(TIE):
+        def field_summary(self, field):
+            return 1.0
+
+    monkeypatch.setattr(graph, "field_task", lambda *a, **k: pytest.fail("a tile was read"))
+    with pytest.raises(TypeError, match=r"field_summary takes \(field\); it must take \(total, count\)"):
+        reconstruct(small, OldSummary(), tile_size=12, progress=False)
