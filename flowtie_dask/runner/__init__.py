@@ -162,6 +162,8 @@ def reconstruct(
     halo = min(max(halo, needs.halo), max(geometry.scan_shape))  # more adds nothing (clipped or wrapped) but memory
     if integration not in ("auto", "tile", "global"):
         raise ValueError(f"integration must be 'auto', 'tile' or 'global', got {integration!r}")
+    if integration == "global" and method.kind != "field":
+        raise ValueError(f"integration='global' needs a field method (FlowTIE, TIE), not {method.name!r}")
     sized = None  # the halo an automatic tile was sized for
     if isinstance(tile_size, str) and tile_size == "auto":
         tile_size = None
@@ -173,8 +175,6 @@ def reconstruct(
     if isinstance(tile_size, int):
         tile_size = (tile_size, tile_size)
     tiles = plan_tiles(geometry.scan_shape, tile_size, 0 if method.kind == "reduce" else halo, periodic=periodic)
-    if integration == "global" and method.kind != "field":
-        raise ValueError(f"integration='global' needs a field method (FlowTIE, TIE), not {method.name!r}")
     use_global = method.kind == "field" and (integration == "global" or (integration == "auto" and len(tiles) > 1))
     field_bytes = 2 * geometry.scan_shape[0] * geometry.scan_shape[1] * geometry.detector_shape[0] * \
         geometry.detector_shape[1] * 4

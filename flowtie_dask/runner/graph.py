@@ -67,7 +67,7 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
     field = dask.delayed(field_task, pure=True)
     pick = dask.delayed(operator.getitem, pure=True)
     rows, reports, totals = [], [], []
-    summed = type(method).field_summary is not Method.field_summary  # the method needs a summary of the field
+    summed = _needs_summary(method)
     for x0 in starts_x:
         row = []
         for y0 in starts_y:
@@ -84,8 +84,8 @@ def global_parts(st, handle, geometry, tiles, *, periodic, method, device, cache
             row.append(da.from_delayed(pick(task, 0), shape=shape, dtype=np.float32))
             reports.append(pick(task, 1))
             if summed:
-                totals.append(dask.delayed(field_total, pure=True)(pick(task, 0),
-                                                                    dask_key_name=f"{method.name}-sums-{x0}-{y0}-{token}"))
+                totals.append(dask.delayed(field_total, pure=True)(
+                    pick(task, 0), dask_key_name=f"{method.name}-sums-{x0}-{y0}-{token}"))
         rows.append(da.concatenate(row, axis=2))
     g = da.concatenate(rows, axis=1)
     qb = row_block(geometry.scan_shape, geometry.detector_shape)
@@ -143,7 +143,7 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
     first, qb = grid[min(grid)], row_block((rx, ry), (qx, qy))
     create_scratch(scratch, (rx, ry), (qx, qy), tile=(len(first.xs), len(first.ys)), rows=qb)
     field, pick, written = dask.delayed(spill_field_task, pure=True), dask.delayed(operator.getitem, pure=True), []
-    summed = type(method).field_summary is not Method.field_summary  # the method needs a summary of the field
+    summed = _needs_summary(method)
     for (x0, y0), t in grid.items():
         fname = tile_name("field", t)
         load = os.path.join(cache, f"{fname}.npz") if fname in done else None
@@ -167,6 +167,11 @@ def _spilled_parts(handle, geometry, grid, names, token, scratch, *, periodic, m
                   dask_key_name=f"{method.name}-{names[k]}-{token}")
              for k, t in grid.items()]
     return parts + reports
+
+
+def _needs_summary(method) -> bool:
+    """Whether the method has a :meth:`Method.field_summary` (then its field tasks sum their tiles)."""
+    return type(method).field_summary is not Method.field_summary
 
 
 def _summary(count: int, totals, method):

@@ -51,8 +51,9 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
 
     With ``cache``, the field and the block's repair report are also written there atomically
     (``NAME.npz``) so that a resumed run skips the model on this tile (the field is 2/3 of the tile's
-    data size on disk). The method may write its field over the block it is given; with ``compact`` a field
-    that is a view of it is copied out (a field kept in memory then holds no more than its own bytes).
+    data size on disk). Without ``compact`` (the files route, which writes the field out and drops it) the block
+    is given up (``own``): the method may write its field over it. With ``compact`` it is not, and a field that
+    is a view of the block all the same is copied out (a field kept in memory holds no more than its own bytes).
 
     Returns
     -------
@@ -63,7 +64,7 @@ def field_task(path: str, geometry: ReconstructionGeometry, tile: dict, *, metho
     xp = get_array_module(device=device)
     block, report = read_aligned(path, geometry, tile.rows, tile.cols, bright_field=bright_field)
     block = geometry.orient(xp.asarray(block))
-    own = {"own": True} if _takes_own(type(method)) else {}  # a plug-in written before ``own`` gets none
+    own = {"own": True} if not compact and _takes_own(type(method)) else {}  # a plug-in without ``own``: none
     _, g = method.field(block, geometry, interior=tile.interior, **own)
     del block
     g = asnumpy(g).astype(np.float32, copy=False)

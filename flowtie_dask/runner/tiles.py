@@ -19,8 +19,8 @@ import numpy as np
 from ..atomic import write_file_atomic
 from ..quality import BlockReport
 
-__all__ = ["MAX_TILE", "MIN_TILE", "TILE_BYTES", "Tile", "auto_tile_size", "load_field", "load_partial", "plan_tiles", "readable",
-           "save_partial", "write_npz", "report_bytes"]
+__all__ = ["MAX_TILE", "MIN_TILE", "TILE_BYTES", "Tile", "auto_tile_size", "load_field", "load_partial", "plan_tiles",
+           "readable", "save_partial", "write_npz", "report_bytes"]
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,9 @@ MAX_TILE = 64
 
 def auto_tile_size(scan_shape: tuple[int, int], detector_shape: tuple[int, int], *, halo: int, scans: int = 3,
                    align: int = 1, budget: int = TILE_BYTES, parts: int = 1) -> tuple[tuple[int, int], str]:
-    """The largest square tile (up to :data:`MAX_TILE`) whose haloed block fits ``budget`` bytes, so a worker's memory follows the bytes of a
-    tile whatever the detector (a 64×64-position tile of a 256×256 detector holds 16× the data of a 64×64 one).
+    """The largest square tile (up to :data:`MAX_TILE`) whose haloed block fits ``budget`` bytes, so a worker's
+    memory follows the bytes of a tile whatever the detector (a 64×64-position tile of a 256×256 detector holds 16×
+    the data of a 64×64 one).
 
     Parameters
     ----------
@@ -154,9 +155,9 @@ def auto_tile_size(scan_shape: tuple[int, int], detector_shape: tuple[int, int],
     tile = tuple(min(n, side, math.ceil(math.ceil(n / math.ceil(n / side)) / align) * align) for n in scan_shape)
     block = [min(t + 2 * halo, n) if t < n else n for t, n in zip(tile, scan_shape)]
     size = block[0] * block[1] * per_position
-    text = (f"{tile[0]}×{tile[1]} positions per tile: the block read with a {halo}-position halo ({block[0]}×{block[1]} "
-            f"positions × {detector_shape[0]}×{detector_shape[1]} pixels × {scans} scan{'s' if scans > 1 else ''}, float32) is "
-            f"{size / 2**20:.0f} MiB")
+    text = (f"{tile[0]}×{tile[1]} positions per tile: the block read with a {halo}-position halo "
+            f"({block[0]}×{block[1]} positions × {detector_shape[0]}×{detector_shape[1]} pixels × {scans} "
+            f"scan{'s' if scans > 1 else ''}, float32) is {size / 2**20:.0f} MiB")
     if over:
         text += (f", over the {budget / 2**20:.0f} MiB per tile even at the smallest tile: bin the detector "
                  "(import --bin 2) or give the workers more memory")
